@@ -1,0 +1,1 @@
+"""FastAPI admin API over the registry, with run triggering through Prefect."""

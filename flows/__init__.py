@@ -1,0 +1,1 @@
+"""Prefect 3 flows and tasks: thin wrappers that call compress/ and record into registry/."""

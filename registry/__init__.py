@@ -1,0 +1,1 @@
+"""SQL-backed model registry: ORM models, repository functions, artifact store, Alembic migrations."""
