@@ -1,0 +1,76 @@
+"""Request-size guard (pure ASGI middleware): a body over `max_body_bytes` gets 413 before any route
+reads it, whether the client declared a Content-Length or streams chunks; over-long URLs get 414."""
+
+from __future__ import annotations
+
+import json
+
+from starlette.exceptions import HTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from api.errors import error_body
+
+MAX_URL_CHARS = 8192  # path + query; ids, names and filters fit in a few hundred
+
+
+class _TooLarge(HTTPException):
+    """An HTTPException so that FastAPI's body parser re-raises it (it turns other errors into 400)."""
+
+    def __init__(self, message: str):
+        super().__init__(413, message)
+
+
+async def _send_error(send: Send, status: int, code: str, message: str) -> None:
+    body = json.dumps(error_body(code, message)).encode()
+    await send({"type": "http.response.start", "status": status,
+                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
+    await send({"type": "http.response.body", "body": body})
+
+
+class BodyLimitMiddleware:
+    def __init__(self, app: ASGIApp, max_body_bytes: int):
+        self.app, self.max_body_bytes = app, max_body_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        if len(scope.get("raw_path") or b"") + len(scope.get("query_string") or b"") > MAX_URL_CHARS:
+            await _send_error(send, 414, "uri_too_long", f"request URL is longer than {MAX_URL_CHARS} bytes")
+            return
+        limit = self.max_body_bytes
+        too_large = (f"request body is larger than {limit} bytes (SHRINKWRAP_API_MAX_BODY_BYTES); "
+                     "send a smaller body")
+        for name, value in scope.get("headers", ()):
+            if name == b"content-length":
+                try:
+                    declared = int(value)
+                except ValueError:
+                    await _send_error(send, 400, "bad_request", "Content-Length is not an integer")
+                    return
+                if declared > limit:
+                    await _send_error(send, 413, "content_too_large", too_large)
+                    return
+        received = 0
+        started = False
+
+        async def limited_receive() -> Message:
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > limit:
+                    raise _TooLarge(too_large)
+            return message
+
+        async def tracking_send(message: Message) -> None:
+            nonlocal started
+            if message["type"] == "http.response.start":
+                started = True
+            await send(message)
+
+        try:
+            await self.app(scope, limited_receive, tracking_send)
+        except _TooLarge:
+            if not started:
+                await _send_error(send, 413, "content_too_large", too_large)

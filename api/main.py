@@ -1,0 +1,81 @@
+"""The admin API application: `create_app(settings)` builds it, `serve(host, port)` runs it with uvicorn.
+
+Three layers (mlflow-registry style): ORM rows and repository functions in registry/, one transaction
+per request in api/deps.py, thin routes in api/routes/<entity>.py. Every error leaves as
+`{"error": {"code", "message"}}` (api/errors.py); auth is bearer tokens with scopes (api/auth.py);
+the docs page at /docs works offline (api/docs.py). Settings: api/settings.py.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+
+from api import docs, errors, limits
+from api.routes import artifacts, health, models, runs, versions
+from api.schemas import ErrorBody
+from api.settings import ApiSettings
+from registry.errors import SchemaOutOfDate
+from registry.session import check_schema, make_engine
+from registry.store import ArtifactStore
+
+log = logging.getLogger("shrinkwrap.api")
+# Documented on every operation, so OpenAPI clients (and schemathesis) know the error shape.
+ERROR_RESPONSES = {status: {"model": ErrorBody, "description": what} for status, what in (
+    (400, "bad request"), (401, "missing or invalid bearer token"), (403, "token lacks the needed scope"),
+    (404, "not found"), (409, "conflict with the current state"), (413, "request body too large"),
+    (414, "request URL too long"), (422, "validation error"), (503, "database schema out of date or Prefect down"))}
+
+DESCRIPTION = """Admin API of the Shrinkwrap model registry: models, versions and aliases (with promotion
+gates), pipeline runs (trigger and cancel through Prefect), artifacts (download with Range/ETag), lineage
+and Pareto comparison. Authenticate with `Authorization: Bearer <token>` (`shrinkwrap token create`)."""
+
+
+def create_app(settings: ApiSettings | None = None) -> FastAPI:
+    settings = settings or ApiSettings.from_env()
+    engine = make_engine(settings.database_url)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        try:
+            check_schema(engine)
+            app.state.schema_current = True
+        except SchemaOutOfDate as err:  # keep serving /health and /ready so operators see why
+            log.error("%s", err)
+        yield
+        engine.dispose()
+
+    app = FastAPI(title="Shrinkwrap registry API", version="1", description=DESCRIPTION, lifespan=lifespan,
+                  docs_url=None, redoc_url=None,
+                  responses=ERROR_RESPONSES)
+    app.state.settings = settings
+    app.state.engine = engine
+    app.state.store = ArtifactStore(settings.artifact_root)
+    app.state.schema_current = False
+    errors.install_error_handlers(app)
+    app.add_middleware(limits.BodyLimitMiddleware, max_body_bytes=settings.max_body_bytes)
+    for module in (health, models, versions, runs, artifacts):
+        app.include_router(module.router)
+    docs.install_docs(app)
+    return app
+
+
+def serve(host: str = "127.0.0.1", port: int = 8000, *, settings: ApiSettings | None = None,
+          log_level: str = "info") -> int:
+    """Run the API with uvicorn; refuses to start (exit 2) when the database schema is out of date."""
+    import uvicorn
+
+    settings = settings or ApiSettings.from_env()
+    engine = make_engine(settings.database_url)
+    try:
+        check_schema(engine)
+    except SchemaOutOfDate as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    finally:
+        engine.dispose()
+    uvicorn.run(create_app(settings), host=host, port=port, log_level=log_level)
+    return 0

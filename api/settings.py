@@ -1,0 +1,89 @@
+"""Settings of the admin API, read from the environment once per app (`ApiSettings.from_env()`).
+
+| variable                         | default                          | meaning                                      |
+|----------------------------------|----------------------------------|----------------------------------------------|
+| SHRINKWRAP_DATABASE_URL          | sqlite under SHRINKWRAP_HOME     | registry database (registry/config.py)       |
+| SHRINKWRAP_ARTIFACT_ROOT         | $SHRINKWRAP_HOME/artifacts       | artifact store root (registry/config.py)     |
+| SHRINKWRAP_API_OPEN_READS        | false                            | true: GET routes need no token               |
+| SHRINKWRAP_API_MAX_BODY_BYTES    | 1048576 (1 MiB)                  | larger request bodies get 413                |
+| SHRINKWRAP_API_DEPLOYMENT        | flows.deploy.DEPLOYMENT_NAME     | Prefect deployment that `POST /runs` starts  |
+| SHRINKWRAP_API_PREFECT_TIMEOUT_S | 5                                | timeout of each Prefect API call             |
+| PREFECT_API_URL                  | (Prefect's own default)          | Prefect server that runs are triggered on    |
+
+Reads are closed by default: a registry holds model lineage and metrics that an operator may not
+want on an open port, so opening them is an explicit choice.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+
+from registry.config import artifact_root, database_url
+
+DEFAULT_DEPLOYMENT = "compress-model/default"  # mirrors flows.deploy.DEPLOYMENT_NAME
+_TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"0", "false", "no", "off", ""}
+
+
+def _env_bool(name: str, default: bool) -> bool:
+    raw = os.environ.get(name)
+    if raw is None:
+        return default
+    value = raw.strip().lower()
+    if value in _TRUE:
+        return True
+    if value in _FALSE:
+        return False
+    raise ValueError(f"{name}={raw!r} is not a boolean; use one of true/false/1/0/yes/no")
+
+
+def _env_number(name: str, default: float, kind: type = int) -> float:
+    raw = os.environ.get(name)
+    if raw is None or not raw.strip():
+        return default
+    try:
+        return kind(raw)
+    except ValueError:
+        raise ValueError(f"{name}={raw!r} is not a {kind.__name__}; set it to e.g. {default}") from None
+
+
+def default_deployment() -> str:
+    """The flows package names the deployment; fall back to its documented value while it is absent."""
+    try:
+        from flows.deploy import DEPLOYMENT_NAME
+    except ImportError:
+        return DEFAULT_DEPLOYMENT
+    return DEPLOYMENT_NAME
+
+
+@dataclass(frozen=True)
+class ApiSettings:
+    database_url: str = field(default_factory=database_url)
+    artifact_root: str = field(default_factory=artifact_root)
+    open_reads: bool = False
+    max_body_bytes: int = 1 << 20  # recipes and alias requests are a few KiB; 1 MiB is generous
+    deployment: str = field(default_factory=default_deployment)
+    prefect_timeout_s: float = 5.0
+
+    def __post_init__(self):
+        if self.max_body_bytes < 1024:
+            raise ValueError(f"max_body_bytes must be >= 1024, got {self.max_body_bytes}; "
+                             "set SHRINKWRAP_API_MAX_BODY_BYTES to e.g. 1048576")
+        if self.prefect_timeout_s <= 0:
+            raise ValueError(f"prefect_timeout_s must be > 0, got {self.prefect_timeout_s}; "
+                             "set SHRINKWRAP_API_PREFECT_TIMEOUT_S to e.g. 5")
+        if "/" not in self.deployment:
+            raise ValueError(f"deployment must look like 'flow-name/deployment-name', got {self.deployment!r}; "
+                             "fix SHRINKWRAP_API_DEPLOYMENT")
+
+    @classmethod
+    def from_env(cls, **overrides) -> ApiSettings:
+        values = {
+            "open_reads": _env_bool("SHRINKWRAP_API_OPEN_READS", False),
+            "max_body_bytes": int(_env_number("SHRINKWRAP_API_MAX_BODY_BYTES", 1 << 20)),
+            "deployment": os.environ.get("SHRINKWRAP_API_DEPLOYMENT") or default_deployment(),
+            "prefect_timeout_s": _env_number("SHRINKWRAP_API_PREFECT_TIMEOUT_S", 5.0, float),
+        }
+        values.update(overrides)
+        return cls(**values)

@@ -1,0 +1,120 @@
+"""HF layout: what `save_pretrained` writes (config.json with any `quantization_config`,
+model.safetensors sharded past `max_shard_size`, generation_config.json) plus the tokenizer files, so
+`AutoModelForCausalLM.from_pretrained(dir)` loads the export. Our metadata (recipe hash, parent sha256,
+library versions, technique parameters) is merged into every safetensors header by rewriting the
+header in place of a full tensor reload.
+
+Loading without bitsandbytes: the config's quantization_config is dropped, the float architecture is
+built from the config, and the state dict is dequantized in pure torch (compress.quantize.dequant).
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import struct
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from compress.export.weights import PICKLE_SUFFIXES, refuse_pickle
+
+_HEADER_ALIGN = 8
+
+
+def is_hf_model(model: nn.Module) -> bool:
+    return any(c.__name__ == "PreTrainedModel" for c in type(model).__mro__)
+
+
+def merge_safetensors_metadata(path: Path, metadata: dict[str, str]) -> None:
+    """Merge `metadata` into the `__metadata__` of a safetensors file (header rewrite, data copied)."""
+    with open(path, "rb") as src:
+        (length,) = struct.unpack("<Q", src.read(8))
+        header = json.loads(src.read(length))
+        header["__metadata__"] = {**header.get("__metadata__", {}), **metadata}
+        blob = json.dumps(header, separators=(",", ":")).encode()
+        blob += b" " * (-len(blob) % _HEADER_ALIGN)
+        tmp = path.with_name(path.name + ".tmp")
+        with open(tmp, "wb") as dst:
+            dst.write(struct.pack("<Q", len(blob)))
+            dst.write(blob)
+            shutil.copyfileobj(src, dst, 1 << 20)
+    tmp.replace(path)
+
+
+def save_hf(model: nn.Module, root: Path, *, metadata: dict[str, str], tokenizer=None,
+            max_shard_size: str | int = "2GB") -> dict[str, Any]:
+    """Write the HF layout into `root`; returns manifest fields."""
+    model.save_pretrained(root, safe_serialization=True, max_shard_size=max_shard_size)
+    if tokenizer is not None:
+        tokenizer.save_pretrained(root)
+    for path in sorted(root.glob("*.safetensors")):
+        merge_safetensors_metadata(path, {"format": "pt", **metadata})
+    quant = getattr(model.config, "quantization_config", None)
+    if quant is not None and not isinstance(quant, dict):
+        quant = quant.to_dict()
+    return {"layout": "hf", "sparse": False, "quantized": quant is not None,
+            "architecture": (model.config.architectures or [type(model).__name__])[0]}
+
+
+def _model_class(config):
+    import transformers
+
+    name = (getattr(config, "architectures", None) or [None])[0]
+    cls = getattr(transformers, name, None) if name else None
+    return cls if cls is not None else transformers.AutoModelForCausalLM
+
+
+def load_hf(root: Path, manifest: dict[str, Any], *, allow_pickle: bool = False,
+            use_bitsandbytes: bool | None = None, device_map: str | dict | None = None) -> nn.Module:
+    """Load a verified HF export (eval mode). Quantized exports load through bitsandbytes when it is
+    available (or `use_bitsandbytes=True`), else dequantized into the float architecture."""
+    from transformers import AutoConfig
+
+    pickles = [n for n in manifest["files"] if Path(n).suffix.lower() in PICKLE_SUFFIXES]
+    if pickles and not allow_pickle:
+        refuse_pickle(root / pickles[0])
+    config = AutoConfig.from_pretrained(root, trust_remote_code=False)
+    quantized = getattr(config, "quantization_config", None) is not None
+    if quantized and use_bitsandbytes is None:
+        try:
+            import bitsandbytes  # noqa: F401
+            use_bitsandbytes = True
+        except ImportError:
+            use_bitsandbytes = False
+    cls = _model_class(config)
+    if quantized and not use_bitsandbytes:
+        return _load_dequantized(root, config, cls)
+    if device_map is None:
+        device_map = ({"": 0} if torch.cuda.is_available() else "cpu") if quantized else None
+    model = cls.from_pretrained(root, device_map=device_map, trust_remote_code=False,
+                                use_safetensors=not pickles)
+    if quantized:
+        from compress.quantize.bnb import disable_cpu_repacking
+
+        disable_cpu_repacking(model)
+    return model.eval()
+
+
+def _load_dequantized(root: Path, config, cls) -> nn.Module:
+    from safetensors.torch import load_file
+
+    from compress.quantize.dequant import dequantize_state_dict
+
+    del config.quantization_config
+    model = cls._from_config(config)
+    tensors: dict[str, torch.Tensor] = {}
+    for path in sorted(root.glob("*.safetensors")):
+        tensors.update(load_file(path))
+    tensors = dequantize_state_dict(tensors)
+    missing, unexpected = model.load_state_dict(tensors, strict=False)
+    tied = set(getattr(model, "all_tied_weights_keys", None) or getattr(model, "_tied_weights_keys", None) or [])
+    missing = [k for k in missing if k not in tied]
+    if missing or unexpected:
+        raise ValueError(f"{root}: dequantized weights do not match config.json: missing {missing[:5]}, "
+                         f"unexpected {unexpected[:5]}")
+    if getattr(config, "tie_word_embeddings", False):
+        model.tie_weights()
+    return model.eval()

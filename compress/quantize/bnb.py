@@ -1,0 +1,220 @@
+"""bitsandbytes layers: swap `nn.Linear` for `Linear8bitLt` / `Linear4bit`, rebuild them from stored
+tensors, and translate our configs into transformers' `BitsAndBytesConfig`.
+
+What bitsandbytes stores (0.50, same on CPU and CUDA):
+- `Linear8bitLt(has_fp16_weights=False)`: `weight` int8 (out, in) plus `SCB` float32 (out,) row absmax,
+  so W ~= weight * SCB[:, None] / 127; the state dict adds `weight_format` (0 = row-major).
+- `Linear4bit`: `weight` uint8 ((out*in+1)//2, 1), two 4-bit codes per byte (high nibble first), plus
+  `weight.absmax` (one per 64 values; uint8 when double-quantized with `weight.nested_absmax` /
+  `weight.nested_quant_map`), `weight.quant_map` (the 16 code values) and
+  `weight.quant_state.bitsandbytes__<nf4|fp4>` (JSON of blocksize, shape, dtype, nested offset).
+
+CPU caveat: on AVX512-BF16 CPUs `Linear4bit.forward` repacks the weight into a bf16 CPU layout on the
+first eval call, which asserts out_features % 32 == 0 (fails for a 10-class head) and rounds absmax to
+bf16 so a later `state_dict()` no longer matches the quantized weights. We switch that repacking off
+(`support_avx512bf16_for_cpu = False`) on every layer we create: forward then dequantizes and multiplies
+in `compute_dtype`, and the stored tensors stay exactly what was quantized.
+
+CPU bug worked around: bitsandbytes 0.50.2's CPU `dequantize_4bit` kernel indexes absmax per row, but
+quantization uses blocks over the flattened weight, so layers with in_features % 64 != 0 (the MNIST
+MLP's 784-wide input layer) dequantize to wrong weights on CPU (max error 2.6 vs 0.5 on N(0,1)). Our
+layers are `Linear4bit` subclasses (`SafeLinear4bit`) that dequantize such layers in pure torch on CPU.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from compress.quantize.api import FP4Config, Int8Config, NF4Config, _FourBitConfig, register_quantizer
+from compress.quantize.dequant import dequantize_4bit
+
+try:
+    import bitsandbytes
+except ImportError:  # pragma: no cover - exports still load through compress.quantize.dequant
+    bitsandbytes = None
+
+_TORCH_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+def _bnb():
+    try:
+        import bitsandbytes as bnb
+    except ImportError as err:  # pragma: no cover - bitsandbytes is a project dependency
+        raise ImportError("bitsandbytes is not installed; install it (pip install bitsandbytes) or load "
+                          "exports with compress.quantize.dequant (pure torch)") from err
+    return bnb
+
+
+if bitsandbytes is not None:
+    class SafeLinear4bit(bitsandbytes.nn.Linear4bit):
+        """`bnb.nn.Linear4bit` with a correct CPU forward when in_features is not a multiple of the
+        blocksize (see module docstring); identical to it otherwise."""
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            qs = self.weight.quant_state
+            if x.device.type != "cpu" or qs is None or self.in_features % qs.blocksize == 0:
+                return super().forward(x)
+            d = qs.as_dict()
+            w = dequantize_4bit(self.weight.data, absmax=d["absmax"], quant_map=d["quant_map"], state=d,
+                                nested_absmax=d.get("nested_absmax"), nested_quant_map=d.get("nested_quant_map"))
+            dtype = self.compute_dtype or x.dtype
+            bias = None if self.bias is None else self.bias.to(dtype)
+            return F.linear(x.to(dtype), w.to(dtype), bias).to(x.dtype)  # (..., out_features)
+
+
+def is_skipped(name: str, skip_modules: Iterable[str]) -> bool:
+    """True when module `name` (dotted) matches a skip entry: the whole name, a dotted prefix of it, or
+    one of its components (so "lm_head" skips "lm_head" and "model.lm_head")."""
+    parts = name.split(".")
+    return any(name == s or name.startswith(s + ".") or s in parts for s in skip_modules)
+
+
+def replace_linears(model: nn.Module, make: Callable[[nn.Linear], nn.Module],
+                    skip_modules: Iterable[str] = ()) -> list[str]:
+    """Replace every plain `nn.Linear` (not already quantized, not skipped) by `make(linear)`; returns
+    the dotted names replaced."""
+    bnb = _bnb()
+    skip = tuple(skip_modules)
+    quantized = (bnb.nn.Linear8bitLt, bnb.nn.Linear4bit)
+    targets = [(name, mod) for name, mod in model.named_modules()
+               if isinstance(mod, nn.Linear) and not isinstance(mod, quantized) and not is_skipped(name, skip)]
+    for name, linear in targets:
+        parent_name, _, child = name.rpartition(".")
+        parent = model.get_submodule(parent_name) if parent_name else model
+        setattr(parent, child, make(linear))
+    return [name for name, _ in targets]
+
+
+def _frozen(t: torch.Tensor | None) -> nn.Parameter | None:
+    return None if t is None else nn.Parameter(t.detach().clone(), requires_grad=False)
+
+
+def to_linear8bit(linear: nn.Linear, threshold: float) -> nn.Module:
+    """An int8 `Linear8bitLt` holding `linear`'s weights, quantized on `linear`'s device."""
+    bnb = _bnb()
+    device = linear.weight.device
+    layer = bnb.nn.Linear8bitLt(linear.in_features, linear.out_features, bias=linear.bias is not None,
+                                has_fp16_weights=False, threshold=threshold, device="meta")
+    # Int8Params quantizes when moved off the CPU-resident float data (row-wise absmax, fp16 first).
+    layer.weight = bnb.nn.Int8Params(linear.weight.detach().float().cpu(), requires_grad=False,
+                                     has_fp16_weights=False).to(device)
+    layer.bias = _frozen(linear.bias)
+    return layer
+
+
+def to_linear4bit(linear: nn.Linear, quant_type: str, double_quant: bool, compute_dtype: str) -> nn.Module:
+    """A 4-bit `Linear4bit` (nf4 | fp4, block 64) holding `linear`'s weights."""
+    bnb = _bnb()
+    device = linear.weight.device
+    layer = SafeLinear4bit(linear.in_features, linear.out_features, bias=linear.bias is not None,
+                              compute_dtype=_TORCH_DTYPES[compute_dtype], compress_statistics=double_quant,
+                              quant_type=quant_type, device="meta")
+    layer.weight = bnb.nn.Params4bit(linear.weight.detach().cpu(), requires_grad=False, quant_type=quant_type,
+                                     compress_statistics=double_quant, module=layer).to(device)
+    layer.bias = _frozen(linear.bias)
+    layer.support_avx512bf16_for_cpu = False  # see module docstring
+    return layer
+
+
+@register_quantizer(Int8Config)
+def _quantize_int8(model: nn.Module, config: Int8Config) -> nn.Module:
+    names = replace_linears(model, lambda lin: to_linear8bit(lin, config.threshold), config.skip_modules)
+    return _mark(model, config, names)
+
+
+def _quantize_4bit(model: nn.Module, config: _FourBitConfig) -> nn.Module:
+    names = replace_linears(model, lambda lin: to_linear4bit(lin, config.quant_type, config.double_quant,
+                                                             config.compute_dtype), config.skip_modules)
+    return _mark(model, config, names)
+
+
+register_quantizer(NF4Config)(_quantize_4bit)
+register_quantizer(FP4Config)(_quantize_4bit)
+
+
+def _mark(model: nn.Module, config, names: list[str]) -> nn.Module:
+    if not names:
+        raise ValueError(f"{type(config).__name__} found no nn.Linear to quantize in {type(model).__name__} "
+                         f"(skip_modules={list(config.skip_modules)}); check the model or the skip list")
+    model.quantization_config = config.to_dict()  # what export writes next to the weights
+    return model
+
+
+def quantization_info(model: nn.Module) -> dict[str, dict[str, Any]]:
+    """Quantized layers of `model`: {dotted name: {"kind": "int8"|"nf4"|"fp4", ...layer settings}}."""
+    try:
+        bnb = _bnb()
+    except ImportError:
+        return {}
+    info: dict[str, dict[str, Any]] = {}
+    for name, mod in model.named_modules():
+        if isinstance(mod, bnb.nn.Linear8bitLt):
+            info[name] = {"kind": "int8", "threshold": float(mod.state.threshold)}
+        elif isinstance(mod, bnb.nn.Linear4bit):
+            qs = mod.weight.quant_state
+            compute = str(mod.compute_dtype).removeprefix("torch.") if mod.compute_dtype else "float32"
+            info[name] = {"kind": qs.quant_type, "double_quant": bool(qs.nested), "compute_dtype": compute}
+    return info
+
+
+def linear8bit_from_tensors(tensors: dict[str, torch.Tensor], *, threshold: float,
+                            device: str | torch.device = "cpu") -> nn.Module:
+    """Rebuild a `Linear8bitLt` from its stored `weight` (int8), `SCB` and optional `bias`."""
+    bnb = _bnb()
+    weight, scb = tensors["weight"].to(device), tensors["SCB"].to(device)
+    out_features, in_features = weight.shape
+    layer = bnb.nn.Linear8bitLt(in_features, out_features, bias="bias" in tensors, has_fp16_weights=False,
+                                threshold=threshold, device="meta")
+    layer.weight = bnb.nn.Int8Params(weight, requires_grad=False, has_fp16_weights=False, CB=weight, SCB=scb)
+    layer.bias = _frozen(tensors["bias"].to(device)) if "bias" in tensors else None
+    return layer
+
+
+def linear4bit_from_tensors(tensors: dict[str, torch.Tensor], *, compute_dtype: str = "float32",
+                            device: str | torch.device = "cpu") -> nn.Module:
+    """Rebuild a `Linear4bit` from its stored `weight` (packed uint8), `weight.*` quant state and `bias`."""
+    bnb = _bnb()
+    stats = {k.removeprefix("weight."): v for k, v in tensors.items() if k.startswith("weight.")}
+    qs = bnb.functional.QuantState.from_dict(dict(stats), device=torch.device(device))
+    out_features, in_features = qs.shape
+    layer = SafeLinear4bit(in_features, out_features, bias="bias" in tensors,
+                              compute_dtype=_TORCH_DTYPES[compute_dtype], compress_statistics=qs.nested,
+                              quant_type=qs.quant_type, device="meta")
+    layer.weight = bnb.nn.Params4bit.from_prequantized(tensors["weight"], stats, device=device, module=layer)
+    layer.bias = _frozen(tensors["bias"].to(device)) if "bias" in tensors else None
+    layer.support_avx512bf16_for_cpu = False  # see module docstring
+    return layer
+
+
+def disable_cpu_repacking(model: nn.Module) -> int:
+    """Switch off the AVX512-BF16 CPU repacking (see module docstring) on every `Linear4bit` of `model`,
+    e.g. one loaded by transformers; returns how many layers were changed."""
+    bnb = _bnb()
+    layers = [m for m in model.modules() if isinstance(m, bnb.nn.Linear4bit)]
+    for layer in layers:
+        if getattr(layer.weight.quant_state, "packing_format_for_cpu", False):
+            raise RuntimeError("a Linear4bit was already repacked for CPU by a forward pass; call "
+                               "disable_cpu_repacking right after loading, before running the model")
+        layer.support_avx512bf16_for_cpu = False
+    return len(layers)
+
+
+def to_bnb_config(config: Int8Config | NF4Config | FP4Config):
+    """The transformers `BitsAndBytesConfig` equivalent of one of our configs."""
+    from transformers import BitsAndBytesConfig
+
+    skip = list(config.skip_modules) or None  # None: transformers keeps its defaults (lm_head, tied)
+    if isinstance(config, Int8Config):
+        return BitsAndBytesConfig(load_in_8bit=True, llm_int8_threshold=config.threshold,
+                                  llm_int8_skip_modules=skip)
+    if isinstance(config, _FourBitConfig):
+        return BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type=config.quant_type,
+                                  bnb_4bit_use_double_quant=config.double_quant,
+                                  bnb_4bit_compute_dtype=_TORCH_DTYPES[config.compute_dtype],
+                                  llm_int8_skip_modules=skip)
+    raise TypeError(f"to_bnb_config needs Int8Config, NF4Config or FP4Config, got {type(config).__name__}")

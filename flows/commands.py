@@ -1,0 +1,195 @@
+"""`shrinkwrap run | runs | models | show | serve`: the flow and registry commands of the CLI.
+
+`run RECIPE.yaml` validates the recipe before anything starts, brings the default SQLite registry to the
+current schema, runs the flow in this process (a temporary Prefect server when PREFECT_API_URL is unset),
+then prints the variant table and where the exports are.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import Any
+
+
+def add_commands(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("run", help="run a compression recipe (YAML) end to end")
+    p.add_argument("recipe", help="recipe file, e.g. recipes/mnist.yaml")
+    p.add_argument("--json", action="store_true", help="print the run summary as JSON")
+    p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("runs", help="list pipeline runs in the registry")
+    p.add_argument("--status", choices=["pending", "running", "completed", "failed", "cancelled"])
+    p.add_argument("--limit", type=int, default=20)
+    p.set_defaults(func=cmd_runs)
+
+    p = sub.add_parser("models", help="list registered models with their versions and aliases")
+    p.set_defaults(func=cmd_models)
+
+    p = sub.add_parser("show", help="show a model version: metrics, lineage, export (MODEL[:VERSION|@ALIAS])")
+    p.add_argument("ref", help="mnist-mlp (latest), mnist-mlp:3 or mnist-mlp@production")
+    p.set_defaults(func=cmd_show)
+
+    p = sub.add_parser("serve", help="serve the compression deployment + schedules.yaml, and the API")
+    p.add_argument("--schedules", default=None, help="schedules file (default: schedules.yaml next to recipes/)")
+    p.add_argument("--no-api", action="store_true", help="do not start the admin API")
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=8000)
+    p.set_defaults(func=cmd_serve)
+
+
+def ensure_schema() -> None:
+    """Upgrade the default (embedded SQLite) registry; for a configured URL only check and explain."""
+    import os
+
+    from registry.config import database_url
+    from registry.session import check_schema, init_db, make_engine
+
+    url = database_url()
+    if "SHRINKWRAP_DATABASE_URL" not in os.environ:
+        init_db(url)
+        return
+    engine = make_engine(url)
+    try:
+        check_schema(engine)
+    finally:
+        engine.dispose()
+
+
+def cmd_run(args) -> int:
+    from flows.recipe import Recipe, RecipeError
+
+    try:
+        recipe = Recipe.from_yaml(args.recipe)
+    except RecipeError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    from registry.errors import SchemaOutOfDate
+
+    try:
+        ensure_schema()
+    except SchemaOutOfDate as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    from flows.flow import compress_model
+    from flows.summary import variant_table
+    from registry.config import export_dir
+
+    summary = compress_model(recipe)
+    if args.json:
+        print(json.dumps(summary, indent=2, default=str))
+        return 0
+    print()
+    print(variant_table(summary))
+    print()
+    for name, v in summary["variants"].items():
+        if v.get("export"):
+            print(f"export {name}: {v['export']}")
+    promoted = (summary.get("registered") or {}).get("promoted")
+    if promoted:
+        print(f"{recipe.name}@{promoted['alias']} -> version {promoted['version']} ({promoted['variant']})")
+    print(f"exports are under {export_dir()}; registry run {summary['run_id']}: shrinkwrap show {recipe.name}")
+    return 0
+
+
+def _table(headers: list[str], rows: list[list[Any]]) -> str:
+    cells = [[str(c) for c in r] for r in rows]
+    widths = [max(len(h), *(len(r[i]) for r in cells)) if cells else len(h) for i, h in enumerate(headers)]
+    line = lambda r: "  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True))  # noqa: E731
+    return "\n".join([line(headers), line(["-" * w for w in widths]), *(line(r) for r in cells)])
+
+
+def cmd_runs(args) -> int:
+    from registry import repository as repo
+    from registry.session import session_scope
+
+    with session_scope() as s:
+        runs, total = repo.list_runs(s, status=args.status, limit=args.limit)
+        rows = [[r.id, r.status, (r.recipe or {}).get("name", "?"), r.recipe_hash[:12], r.started_at or "-",
+                 r.finished_at or "-", len(r.stages), (r.error or "")[:60]] for r in runs]
+    print(_table(["run", "status", "model", "recipe", "started", "finished", "stages", "error"], rows))
+    print(f"({len(rows)} of {total})")
+    return 0
+
+
+def cmd_models(args) -> int:
+    from registry import repository as repo
+    from registry.session import session_scope
+
+    with session_scope() as s:
+        models, _ = repo.list_models(s)
+        rows = []
+        for m in models:
+            aliases = repo.list_aliases(s, model_name=m.name)
+            _, count = repo.list_versions(s, model_name=m.name, limit=1)
+            rows.append([m.name, count, ", ".join(f"{a}->v{v}" for a, v in sorted(aliases.items())) or "-",
+                         m.description or ""])
+    print(_table(["model", "versions", "aliases", "description"], rows))
+    return 0
+
+
+def parse_ref(ref: str) -> tuple[str, int | None, str | None]:
+    """`name`, `name:3` or `name@alias` -> (name, version, alias)."""
+    if "@" in ref:
+        name, alias = ref.split("@", 1)
+        return name, None, alias
+    if ":" in ref:
+        name, version = ref.rsplit(":", 1)
+        if not version.isdigit():
+            raise ValueError(f"version in {ref!r} must be a number, e.g. {name}:1 (or {name}@production)")
+        return name, int(version), None
+    return ref, None, None
+
+
+def cmd_show(args) -> int:
+    from registry import repository as repo
+    from registry.errors import NotFound
+    from registry.session import session_scope
+
+    try:
+        name, version, alias = parse_ref(args.ref)
+        with session_scope() as s:
+            if alias:
+                row = repo.get_version_by_alias(s, model_name=name, alias=alias)
+            elif version is not None:
+                row = repo.get_version(s, model_name=name, version=version)
+            else:
+                row = repo.get_latest_version(s, model_name=name)
+            art = repo.get_artifact(s, artifact_id=row.artifact_id)
+            metrics = repo.latest_values(s, version_id=row.id)
+            lineage = repo.version_lineage(s, model_name=name, version=row.version)
+            aliases = [a for a, v in repo.list_aliases(s, model_name=name).items() if v == row.version]
+            out = {"model": name, "version": row.version, "aliases": aliases, "run_id": row.run_id,
+                   "description": row.description, "created_at": str(row.created_at),
+                   "artifact": {"id": art.id, "sha256": art.sha256, "bytes": art.bytes, "format": art.format,
+                                "uri": art.uri, "export_path": (art.meta or {}).get("path")},
+                   "metrics": metrics, "lineage": _lineage_lines(lineage)}
+    except (NotFound, ValueError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+    print(json.dumps(out, indent=2, default=str))
+    return 0
+
+
+def _lineage_lines(lineage: dict) -> list[str]:
+    nodes = {(n["id"] if isinstance(n, dict) else n.id): n for n in lineage.get("nodes", [])}
+
+    def label(i):
+        n = nodes.get(i)
+        if n is None:
+            return str(i)
+        kind = n["kind"] if isinstance(n, dict) else n.kind
+        return f"{kind}#{i}"
+
+    lines = []
+    for e in lineage.get("edges", []):
+        get = (lambda k, e=e: e[k]) if isinstance(e, dict) else (lambda k, e=e: getattr(e, k))
+        lines.append(f"{label(get('parent_id'))} -[{get('stage')}]-> {label(get('child_id'))}")
+    return lines
+
+
+def cmd_serve(args) -> int:
+    from flows.deploy import serve
+
+    return serve(schedules_path=args.schedules, api=not args.no_api, host=args.host, port=args.port)

@@ -1,0 +1,179 @@
+"""The `compress-model` flow: teacher -> teacher data -> distill -> prune -> quantize (one branch per variant,
+in parallel) -> evaluate -> export -> register versions and apply promotion gates.
+
+The flow owns the registry PipelineRun: it opens it (recipe JSON + hash, Prefect flow-run id, git commit,
+library versions), marks it completed at the end, and its `on_failure` / `on_cancellation` / `on_crashed`
+hooks mark it failed or cancelled. Stages are tasks in flows/stages.py; every future is resolved before
+the flow finishes, so a failed variant branch fails the flow after its siblings have finished.
+
+    from flows.flow import compress_model
+    compress_model(Recipe.from_yaml("recipes/mnist.yaml"))   # a temporary Prefect server if none is set
+"""
+
+from __future__ import annotations
+
+import logging
+import subprocess
+import warnings
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+from prefect import flow
+from prefect.futures import wait
+
+from flows import stages
+from flows.cache import ROOT
+from flows.recipe import QuantVariant, Recipe
+from flows.record import skip_stage
+from registry import repository as repo
+from registry.session import session_scope
+
+# Prefect warns on every sync task with a timeout that runs in a worker thread (the variant fan-out): the
+# timeout is still enforced when the blocking call returns, which is what a stage timeout is for here.
+logging.getLogger("prefect.task_runs").addFilter(
+    lambda record: "configured for this task, but the task is running in a worker thread" not in record.getMessage())
+# bitsandbytes' int8 CPU matmul warns on every forward that it casts fp32 inputs to fp16: once is enough.
+warnings.filterwarnings("once", message=".*inputs will be cast from torch.float32 to float16.*")
+
+FLOW_NAME = "compress-model"
+RUN_TAG_PREFIX = "shrinkwrap-run"  # api/prefect_runs.py tags flow runs it starts with shrinkwrap-run:<run id>
+LIBRARIES = ("shrinkwrap", "torch", "prefect", "bitsandbytes", "transformers", "safetensors", "sqlalchemy")
+
+
+def library_versions() -> dict[str, str]:
+    out = {}
+    for name in LIBRARIES:
+        try:
+            out[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            continue
+    return out
+
+
+def git_commit() -> str | None:
+    if not (ROOT / ".git").exists():
+        return None
+    try:
+        done = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "HEAD"], capture_output=True, text=True,
+                              timeout=5, check=False)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return done.stdout.strip() or None
+
+
+def _flow_run_id() -> str | None:
+    from prefect.runtime import flow_run
+
+    return str(flow_run.id) if flow_run.id else None
+
+
+def _api_run_id() -> int | None:
+    """The registry run `POST /runs` created for this flow run (tag `shrinkwrap-run:<id>`), if any."""
+    from prefect.runtime import flow_run
+
+    for tag in flow_run.tags or []:
+        prefix, _, value = tag.partition(":")
+        if prefix == RUN_TAG_PREFIX and value.isdigit():
+            return int(value)
+    return None
+
+
+def open_run(recipe: Recipe) -> int:
+    """Create the registry run (or adopt the pending one the API created) and mark it running."""
+    flow_run_id = _flow_run_id()
+    with session_scope() as s:
+        existing = _api_run_id()
+        if existing is not None:
+            run = repo.get_run(s, run_id=existing)
+            run.flow_run_id = run.flow_run_id or flow_run_id
+            run.git_commit = run.git_commit or git_commit()
+            run.library_versions = run.library_versions or library_versions()
+        else:
+            run = repo.create_run(s, recipe=recipe.model_dump(mode="json"), flow_run_id=flow_run_id,
+                                  git_commit=git_commit(), library_versions=library_versions())
+        repo.set_run_status(s, run_id=run.id, status="running")
+        return run.id
+
+
+def _mark_run(flow_run, status: str, error: str | None) -> None:
+    """Hook body: find the registry run of this Prefect flow run and give it a terminal status."""
+    try:
+        with session_scope() as s:
+            tagged = [int(t.partition(":")[2]) for t in (flow_run.tags or [])
+                      if t.startswith(f"{RUN_TAG_PREFIX}:") and t.partition(":")[2].isdigit()]
+            run = (repo.get_run(s, run_id=tagged[0]) if tagged
+                   else repo.get_run_by_flow_run_id(s, flow_run_id=str(flow_run.id)))
+            if run.status not in ("completed", "failed", "cancelled"):
+                repo.set_run_status(s, run_id=run.id, status=status, error=error)
+    except LookupError:  # failed before the registry run was opened (e.g. an unreachable database)
+        return
+
+
+def _on_failure(flow_, flow_run, state) -> None:
+    _mark_run(flow_run, "failed", state.message or "flow run failed")
+
+
+def _on_cancellation(flow_, flow_run, state) -> None:
+    _mark_run(flow_run, "cancelled", state.message or "cancelled")
+
+
+def _resolve(futures: dict[str, Any]) -> dict[str, Any]:
+    """Wait for every future, then return results; raises the first failure (after all finished)."""
+    wait([f for f in futures.values() if f is not None])
+    return {name: (f.result() if f is not None else None) for name, f in futures.items()}
+
+
+@flow(name=FLOW_NAME, on_failure=[_on_failure], on_crashed=[_on_failure], on_cancellation=[_on_cancellation],
+      persist_result=False, log_prints=True)
+def compress_model(recipe: Recipe) -> dict[str, Any]:
+    """Compress a teacher into small exported variants, as the recipe says; returns a summary dict."""
+    from flows.summary import publish_summary
+
+    run_id = open_run(recipe)
+    dataset_id = stages.dataset_stage(run_id, recipe)["artifacts"]["dataset"]
+    teacher_id = soft_id = None
+    if recipe.teacher.enabled:
+        teacher_id = stages.teacher_stage(run_id, recipe, dataset_id)["artifacts"]["teacher"]
+    else:
+        skip_stage("teacher", run_id=run_id, reason="teacher.enabled is false")
+    if recipe.teacher_data.enabled:
+        soft_id = stages.teacher_data_stage(run_id, recipe, dataset_id, teacher_id)["artifacts"]["soft_labels"]
+    else:
+        skip_stage("teacher_data", run_id=run_id, reason="teacher_data.enabled is false")
+    student = stages.distill_stage(run_id, recipe, dataset_id, soft_id if recipe.distill.enabled else None, teacher_id)
+    checkpoint_id = student["artifacts"]["checkpoint"]
+    if recipe.prune.enabled:
+        checkpoint_id = stages.prune_stage(run_id, recipe, dataset_id, checkpoint_id, teacher_id)["artifacts"]["checkpoint"]
+    else:
+        skip_stage("prune", run_id=run_id, reason="prune.enabled is false")
+
+    variants = recipe.quantize.variants if recipe.quantize.enabled else [QuantVariant(name="fp32", technique="none")]
+    lineage = {"dataset": dataset_id, "teacher": teacher_id, "soft_labels": soft_id,
+               "student": student["artifacts"]["checkpoint"], "pruned": checkpoint_id}
+    quantized = {v.name: stages.quantize_stage.submit(run_id, recipe, v, checkpoint_id) for v in variants}
+    evaluated = {v.name: (stages.evaluate_stage.submit(run_id, recipe, v, quantized[v.name], dataset_id, teacher_id)
+                          if recipe.evaluate.enabled else None) for v in variants}
+    exported = {v.name: (stages.export_stage.submit(run_id, recipe, v, quantized[v.name], evaluated[v.name],
+                                                    checkpoint_id, lineage)
+                         if recipe.export.enabled else None) for v in variants}
+    futures = {**{f"q:{k}": f for k, f in quantized.items()}, **{f"e:{k}": f for k, f in evaluated.items()},
+               **{f"x:{k}": f for k, f in exported.items()}}
+    results = _resolve(futures)
+    evals = {v.name: results[f"e:{v.name}"] for v in variants}
+    exports = {v.name: results[f"x:{v.name}"] for v in variants if results[f"x:{v.name}"] is not None}
+
+    registered = stages.register_stage(run_id, recipe, exports) if recipe.promote.enabled and exports else None
+    summary = {"run_id": run_id, "model": recipe.name, "teacher": teacher_id, "student": lineage["student"],
+               "pruned": checkpoint_id,
+               "variants": {v.name: {"technique": v.technique, "metrics": (evals[v.name] or {}).get("metrics", {}),
+                                     "export": (exports.get(v.name) or {}).get("path")} for v in variants},
+               "registered": registered}
+    publish_summary(recipe, summary)
+    with session_scope() as s:
+        repo.set_run_status(s, run_id=run_id, status="completed")
+    return summary
+
+
+def export_locations(summary: dict[str, Any]) -> dict[str, Path]:
+    return {name: Path(v["export"]) for name, v in summary["variants"].items() if v.get("export")}

@@ -1,0 +1,68 @@
+"""API bearer tokens. Only the sha256 of a token is stored; the plaintext is shown once at creation."""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from registry.errors import InvalidState, NotFound
+from registry.models import ApiToken, utcnow
+from registry.repository._util import paginate
+
+TOKEN_PREFIX = "sw_"  # noqa: S105 (a public prefix, not a secret)
+
+
+def hash_token(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def create_token(session: Session, *, name: str, scopes: list[str] | tuple[str, ...]) -> tuple[ApiToken, str]:
+    """A new token row and its plaintext (returned once, never stored)."""
+    if not name:
+        raise InvalidState("token name must be a non-empty string, e.g. 'ci-bot'")
+    bad = [s for s in scopes if not isinstance(s, str) or not s]
+    if bad:
+        raise InvalidState(f"token scopes must be non-empty strings, got {bad!r}")
+    plaintext = TOKEN_PREFIX + secrets.token_urlsafe(32)
+    row = ApiToken(name=name, token_hash=hash_token(plaintext), scopes=sorted(set(scopes)))
+    session.add(row)
+    session.flush()
+    return row, plaintext
+
+
+def verify_token(session: Session, *, token: str) -> ApiToken | None:
+    """The live (not revoked) token row for `token`, with `last_used_at` updated; None otherwise."""
+    if not token:
+        return None
+    row = session.scalar(select(ApiToken).where(ApiToken.token_hash == hash_token(token)))
+    if row is None or row.revoked_at is not None:
+        return None
+    row.last_used_at = utcnow()
+    session.flush()
+    return row
+
+
+def get_token(session: Session, *, token_id: int) -> ApiToken:
+    row = session.get(ApiToken, token_id)
+    if row is None:
+        raise NotFound(f"API token {token_id} not found")
+    return row
+
+
+def list_tokens(session: Session, *, include_revoked: bool = False, limit: int = 100,
+                offset: int = 0) -> tuple[list[ApiToken], int]:
+    stmt = select(ApiToken).order_by(ApiToken.id)
+    if not include_revoked:
+        stmt = stmt.where(ApiToken.revoked_at.is_(None))
+    return paginate(session, stmt, limit=limit, offset=offset)
+
+
+def revoke_token(session: Session, *, token_id: int) -> ApiToken:
+    row = get_token(session, token_id=token_id)
+    if row.revoked_at is None:
+        row.revoked_at = utcnow()
+        session.flush()
+    return row

@@ -1,0 +1,212 @@
+"""Model versions (numbered 1, 2, ... per model), aliases (`production`, `staging`: one version each),
+gated promotion, and the Pareto front of versions over two metrics.
+
+Version numbers stay unique under concurrency: `create_version` locks the model row
+(`SELECT ... FOR UPDATE` on PostgreSQL; SQLite transactions are already serialised by BEGIN IMMEDIATE)
+and the (model_id, version) unique constraint backs it up with a savepoint retry.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from sqlalchemy import func, or_, select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from registry.errors import AlreadyExists, GateFailed, InvalidState, NotFound
+from registry.models import VERSION_STATUSES, Artifact, Metric, Model, ModelAlias, ModelVersion, utcnow
+from registry.repository._util import paginate
+from registry.repository.artifacts import artifact_lineage, get_artifact
+from registry.repository.gates import Gate, evaluate_gates
+from registry.repository.models import get_model
+
+ALIAS_RE = re.compile(r"^[a-z][a-z0-9_-]{0,99}$")
+ARTIFACT_BYTES = "artifact_bytes"  # pseudo-metric for pareto_front: the version artifact's size in bytes
+_RETRIES = 5
+
+
+def create_version(session: Session, *, model_name: str, artifact_id: int, run_id: int | None = None,
+                   description: str | None = None) -> ModelVersion:
+    """Register `artifact_id` as the next version (max + 1) of `model_name`."""
+    get_artifact(session, artifact_id=artifact_id)
+    model_id = get_model(session, name=model_name).id
+    for _attempt in range(_RETRIES):
+        session.execute(select(Model.id).where(Model.id == model_id).with_for_update())
+        number = (session.scalar(select(func.max(ModelVersion.version)).where(ModelVersion.model_id == model_id))
+                  or 0) + 1
+        try:
+            with session.begin_nested():
+                row = ModelVersion(model_id=model_id, version=number, artifact_id=artifact_id, run_id=run_id,
+                                   description=description, status="ready")
+                session.add(row)
+                session.flush()
+            return row
+        except IntegrityError:
+            continue  # another transaction took this number between our read and insert: read again
+    raise AlreadyExists(f"could not allocate a version number for model {model_name!r} after {_RETRIES} tries")
+
+
+def get_version(session: Session, *, model_name: str, version: int) -> ModelVersion:
+    row = session.scalar(select(ModelVersion).join(Model).where(Model.name == model_name,
+                                                                ModelVersion.version == version))
+    if row is None:
+        get_model(session, name=model_name)  # NotFound for the model itself first
+        raise NotFound(f"model {model_name!r} has no version {version}")
+    return row
+
+
+def get_latest_version(session: Session, *, model_name: str) -> ModelVersion:
+    row = session.scalar(select(ModelVersion).join(Model).where(Model.name == model_name)
+                         .order_by(ModelVersion.version.desc()).limit(1))
+    if row is None:
+        get_model(session, name=model_name)
+        raise NotFound(f"model {model_name!r} has no versions yet")
+    return row
+
+
+def list_versions(session: Session, *, model_name: str, limit: int = 100,
+                  offset: int = 0) -> tuple[list[ModelVersion], int]:
+    """Newest first."""
+    model = get_model(session, name=model_name)
+    stmt = select(ModelVersion).where(ModelVersion.model_id == model.id).order_by(ModelVersion.version.desc())
+    return paginate(session, stmt, limit=limit, offset=offset)
+
+
+def version_lineage(session: Session, *, model_name: str, version: int) -> dict:
+    """A version's full provenance: {"version", "run", "nodes", "edges"} where nodes/edges are the
+    artifact lineage of the version's artifact back to its roots (teacher, dataset)."""
+    row = get_version(session, model_name=model_name, version=version)
+    return {"version": row, "run": row.run, **artifact_lineage(session, artifact_id=row.artifact_id)}
+
+
+def update_version(session: Session, *, model_name: str, version: int, description: str | None = None,
+                   status: str | None = None) -> ModelVersion:
+    row = get_version(session, model_name=model_name, version=version)
+    if status is not None:
+        if status not in VERSION_STATUSES:
+            raise InvalidState(f"version status {status!r} is not one of {list(VERSION_STATUSES)}")
+        if status == "archived" and _aliases_of(session, row):
+            raise InvalidState(f"version {version} of {model_name!r} carries aliases {_aliases_of(session, row)}; "
+                               "move or remove them before archiving it")
+        row.status = status
+    if description is not None:
+        row.description = description
+    session.flush()
+    return row
+
+
+def set_alias(session: Session, *, model_name: str, version: int, alias: str,
+              gates: list[Gate] | None = None) -> ModelAlias:
+    """Point `alias` at `version` if every gate holds; GateFailed (listing each failed gate) otherwise."""
+    if not ALIAS_RE.match(alias or ""):
+        raise InvalidState(f"alias {alias!r} is invalid: use lowercase letters, digits, '_' or '-' "
+                           "starting with a letter (e.g. 'production')")
+    row = get_version(session, model_name=model_name, version=version)
+    if row.status != "ready":
+        raise InvalidState(f"version {version} of {model_name!r} is {row.status!r}; only 'ready' versions "
+                           "can carry an alias")
+    failures = evaluate_gates(session, version=row, gates=gates)
+    if failures:
+        raise GateFailed(f"refused to set alias {alias!r} on {model_name!r} version {version}", failures)
+    for _attempt in range(_RETRIES):
+        existing = session.scalar(select(ModelAlias).where(ModelAlias.model_id == row.model_id,
+                                                           ModelAlias.alias == alias).with_for_update())
+        if existing is not None:
+            existing.version_id, existing.updated_at = row.id, utcnow()
+            session.flush()
+            return existing
+        try:
+            with session.begin_nested():
+                new = ModelAlias(model=row.model, alias=alias, version_id=row.id)  # keeps model.aliases current
+                session.add(new)
+                session.flush()
+            return new
+        except IntegrityError:
+            continue  # created concurrently: update it instead
+    raise AlreadyExists(f"alias {alias!r} of {model_name!r} kept changing concurrently; try again")
+
+
+def remove_alias(session: Session, *, model_name: str, alias: str) -> None:
+    model = get_model(session, name=model_name)
+    row = session.scalar(select(ModelAlias).where(ModelAlias.model_id == model.id, ModelAlias.alias == alias))
+    if row is None:
+        raise NotFound(f"model {model_name!r} has no alias {alias!r}")
+    model.aliases.remove(row)  # delete-orphan cascade deletes the row; the loaded collection stays current
+    session.flush()
+
+
+def get_version_by_alias(session: Session, *, model_name: str, alias: str) -> ModelVersion:
+    row = session.scalar(select(ModelVersion).join(ModelAlias, ModelAlias.version_id == ModelVersion.id)
+                         .join(Model, Model.id == ModelAlias.model_id)
+                         .where(Model.name == model_name, ModelAlias.alias == alias))
+    if row is None:
+        get_model(session, name=model_name)
+        raise NotFound(f"model {model_name!r} has no alias {alias!r}; set one with set_alias / "
+                       f"PUT /models/{model_name}/aliases/{alias}")
+    return row
+
+
+def list_aliases(session: Session, *, model_name: str) -> dict[str, int]:
+    """{alias: version number}."""
+    model = get_model(session, name=model_name)
+    rows = session.execute(select(ModelAlias.alias, ModelVersion.version)
+                           .join(ModelVersion, ModelVersion.id == ModelAlias.version_id)
+                           .where(ModelAlias.model_id == model.id).order_by(ModelAlias.alias))
+    return {alias: number for alias, number in rows}
+
+
+@dataclass(frozen=True)
+class ParetoPoint:
+    version: ModelVersion
+    x: float
+    y: float
+
+
+def pareto_front(session: Session, *, model_name: str, x_metric: str, y_metric: str, minimize_x: bool = True,
+                 maximize_y: bool = True) -> list[ParetoPoint]:
+    """Versions not dominated on (x, y), sorted from best x to worst x.
+
+    Values are the latest metric logged on the version or its artifact; `artifact_bytes` means the
+    artifact's stored size. Versions missing either metric and archived versions are left out."""
+    model = get_model(session, name=model_name)
+    versions = list(session.scalars(select(ModelVersion).where(ModelVersion.model_id == model.id,
+                                                               ModelVersion.status == "ready")))
+    values = _metric_table(session, versions, {x_metric, y_metric})
+    points = [ParetoPoint(v, values[v.id][x_metric], values[v.id][y_metric]) for v in versions
+              if x_metric in values[v.id] and y_metric in values[v.id]]
+    sx, sy = (1 if minimize_x else -1), (-1 if maximize_y else 1)  # sort keys: smaller is better
+    points.sort(key=lambda p: (sx * p.x, sy * p.y, p.version.version))
+    front, best = [], None
+    for p in points:
+        if best is None or sy * p.y < best:
+            front.append(p)
+            best = sy * p.y
+    return front
+
+
+def _metric_table(session: Session, versions: list[ModelVersion], names: set[str]) -> dict[int, dict[str, float]]:
+    table: dict[int, dict[str, float]] = {v.id: {} for v in versions}
+    if not versions:
+        return table
+    by_artifact: dict[int, list[int]] = {}
+    for v in versions:
+        by_artifact.setdefault(v.artifact_id, []).append(v.id)
+    if ARTIFACT_BYTES in names:
+        for aid, size in session.execute(select(Artifact.id, Artifact.bytes).where(Artifact.id.in_(list(by_artifact)))):
+            for vid in by_artifact[aid]:
+                table[vid][ARTIFACT_BYTES] = float(size)
+    rows = session.execute(select(Metric.name, Metric.value, Metric.version_id, Metric.artifact_id)
+                           .where(Metric.name.in_(names), or_(Metric.version_id.in_(list(table)),
+                                                              Metric.artifact_id.in_(list(by_artifact))))
+                           .order_by(Metric.id))
+    for name, value, version_id, artifact_id in rows:  # later rows overwrite: latest value wins
+        targets = [version_id] if version_id in table else by_artifact.get(artifact_id, [])
+        for vid in targets:
+            table[vid][name] = value
+    return table
+
+
+def _aliases_of(session: Session, row: ModelVersion) -> list[str]:
+    return list(session.scalars(select(ModelAlias.alias).where(ModelAlias.version_id == row.id)))
