@@ -36,6 +36,8 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--no-api", action="store_true", help="do not start the admin API")
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--pool", default=None, help="register the deployments on this Prefect process work pool "
+                   "instead of executing runs here; run them with `prefect worker start --pool NAME`")
     p.set_defaults(func=cmd_serve)
 
 
@@ -192,4 +194,4 @@ def _lineage_lines(lineage: dict) -> list[str]:
 def cmd_serve(args) -> int:
     from flows.deploy import serve
 
-    return serve(schedules_path=args.schedules, api=not args.no_api, host=args.host, port=args.port)
+    return serve(schedules_path=args.schedules, api=not args.no_api, host=args.host, port=args.port, pool=args.pool)

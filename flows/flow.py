@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import logging
 import subprocess
-import warnings
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -33,8 +32,23 @@ from registry.session import session_scope
 # timeout is still enforced when the blocking call returns, which is what a stage timeout is for here.
 logging.getLogger("prefect.task_runs").addFilter(
     lambda record: "configured for this task, but the task is running in a worker thread" not in record.getMessage())
-# bitsandbytes' int8 CPU matmul warns on every forward that it casts fp32 inputs to fp16: once is enough.
-warnings.filterwarnings("once", message=".*inputs will be cast from torch.float32 to float16.*")
+
+
+class _Once(logging.Filter):
+    """bitsandbytes' int8 CPU matmul logs on every forward that it casts fp32 inputs to fp16: once is enough."""
+
+    seen: set[str] = set()
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        msg = record.getMessage()
+        if "inputs will be cast" not in msg:
+            return True
+        first = msg not in self.seen
+        self.seen.add(msg)
+        return first
+
+
+logging.getLogger("bitsandbytes.autograd._functions").addFilter(_Once())
 
 FLOW_NAME = "compress-model"
 RUN_TAG_PREFIX = "shrinkwrap-run"  # api/prefect_runs.py tags flow runs it starts with shrinkwrap-run:<run id>

@@ -181,10 +181,12 @@ def quantized_export(recipe: Recipe, variant: QuantVariant, checkpoint_id: int, 
     from compress.export import export_model
 
     model = _quantized(variant, checkpoint_id)
-    meta = {"recipe": recipe.name, "recipe_hash": recipe.recipe_hash(), "variant": variant.name,
-            "technique": variant.technique, "quantization": json.dumps(variant.options, sort_keys=True)}
-    reproduce = (f"shrinkwrap run recipe.yaml  # the recipe named {recipe.name!r} with hash "
-                 f"{recipe.recipe_hash()[:16]}; its JSON is stored on the registry run")
+    meta = {"variant": variant.name, "technique": variant.technique,
+            "quantization": json.dumps(variant.options, sort_keys=True)}
+    if metrics is not None:  # the shipped export (not the intermediate checkpoint) names its recipe
+        meta |= {"recipe": recipe.name, "recipe_hash": recipe.build_hash()}
+    reproduce = (f"shrinkwrap run recipe.yaml  # the recipe named {recipe.name!r} (build hash "
+                 f"{recipe.build_hash()[:16]}); its JSON is stored on the registry run")
     result = export_model(model, dest, metadata=meta, metrics=metrics or {}, lineage=lineage or [],
                           reproduce=reproduce, sparse=recipe.export.sparse and variant.technique == "none",
                           overwrite=overwrite)
@@ -213,7 +215,7 @@ def final_export(recipe: Recipe, variant: QuantVariant, pruned_id: int, *, metri
     from flows.record import input_shas
     from registry.config import export_dir
 
-    dest = export_dir() / recipe.name / f"{variant.name}-{recipe.recipe_hash()[:8]}"
+    dest = export_dir() / recipe.name / f"{variant.name}-{recipe.build_hash()[:8]}"
     shas = input_shas(lineage)
     steps = [{"step": role, "artifact": aid, "sha256": shas[role][:16]} for role, aid in lineage.items()
              if aid is not None]
@@ -235,7 +237,7 @@ def register_versions(recipe: Recipe, run_id: int, export_ids: dict[str, int],
         rows = {}
         for name, aid in export_ids.items():
             row = repo.create_version(s, model_name=recipe.name, artifact_id=aid, run_id=run_id,
-                                      description=f"variant {name} of recipe {recipe.recipe_hash()[:12]}")
+                                      description=f"variant {name} of recipe {recipe.name} ({recipe.build_hash()[:12]})")
             if metrics.get(name):
                 repo.log_metrics(s, metrics=metrics[name], version_id=row.id, run_id=run_id, stage="register")
             rows[name], versions[name] = row, row.version

@@ -314,7 +314,14 @@ class Recipe(_Strict):
         return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False)
 
     def recipe_hash(self) -> str:
+        """sha256 of the whole recipe (canonical JSON); recorded on the registry run."""
         blob = json.dumps(self.model_dump(mode="json"), sort_keys=True).encode()
+        return hashlib.sha256(blob).hexdigest()
+
+    def build_hash(self) -> str:
+        """sha256 of the sections that shape the exported weights (not `promote` or `description`), so
+        editing gates or the alias re-registers versions without re-exporting anything."""
+        blob = json.dumps(self.model_dump(mode="json", exclude={"promote", "description"}), sort_keys=True).encode()
         return hashlib.sha256(blob).hexdigest()
 
 

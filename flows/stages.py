@@ -165,7 +165,7 @@ def export_stage(run_id: int, recipe: Recipe, variant: QuantVariant, quantized: 
                  evaluated: dict[str, Any] | None, pruned_id: int, lineage: dict[str, int | None]) -> dict[str, Any]:
     checkpoint_id = quantized["artifacts"]["checkpoint"]
     metrics = (evaluated or {}).get("metrics", {})
-    params = {"variant": variant.model_dump(), "metrics": metrics, "recipe_hash": recipe.recipe_hash()}
+    params = {"variant": variant.model_dump(), "metrics": metrics, "build_hash": recipe.build_hash()}
 
     def body(ctx):
         dest = loaders.final_export(recipe, variant, pruned_id, metrics=metrics, lineage=lineage)

@@ -56,7 +56,8 @@ def _configure_sqlite(engine: Engine) -> None:
 
     @event.listens_for(engine, "begin")
     def _on_begin(conn):
-        conn.exec_driver_sql("BEGIN IMMEDIATE")
+        deferred = conn.get_execution_options().get("shrinkwrap_readonly", False)
+        conn.exec_driver_sql("BEGIN" if deferred else "BEGIN IMMEDIATE")
 
 
 def get_engine(url: str | None = None, *, check: bool = True) -> Engine:
@@ -95,13 +96,21 @@ os.register_at_fork(after_in_child=_after_fork)
 
 
 @contextmanager
-def session_scope(engine_or_url: Engine | str | None = None) -> Iterator[Session]:
-    """One transaction: commit when the block ends normally, roll back (and re-raise) otherwise."""
+def session_scope(engine_or_url: Engine | str | None = None, *, readonly: bool = False) -> Iterator[Session]:
+    """One transaction: commit when the block ends normally, roll back (and re-raise) otherwise.
+
+    `readonly=True` (e.g. GET endpoints): on SQLite the transaction starts deferred, so reads never wait
+    for a writer (WAL), and it always ends in a rollback; nothing written in it is kept."""
     engine = engine_or_url if isinstance(engine_or_url, Engine) else get_engine(engine_or_url)
+    if readonly:
+        engine = engine.execution_options(shrinkwrap_readonly=True)
     session = Session(engine, expire_on_commit=False)
     try:
         yield session
-        session.commit()
+        if readonly:
+            session.rollback()
+        else:
+            session.commit()
     except BaseException:
         session.rollback()
         raise

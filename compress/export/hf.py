@@ -10,38 +10,17 @@ built from the config, and the state dict is dequantized in pure torch (compress
 
 from __future__ import annotations
 
-import json
-import shutil
-import struct
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
-from compress.export.weights import PICKLE_SUFFIXES, refuse_pickle
-
-_HEADER_ALIGN = 8
+from compress.export.weights import PICKLE_SUFFIXES, merge_safetensors_metadata, refuse_pickle
 
 
 def is_hf_model(model: nn.Module) -> bool:
     return any(c.__name__ == "PreTrainedModel" for c in type(model).__mro__)
-
-
-def merge_safetensors_metadata(path: Path, metadata: dict[str, str]) -> None:
-    """Merge `metadata` into the `__metadata__` of a safetensors file (header rewrite, data copied)."""
-    with open(path, "rb") as src:
-        (length,) = struct.unpack("<Q", src.read(8))
-        header = json.loads(src.read(length))
-        header["__metadata__"] = {**header.get("__metadata__", {}), **metadata}
-        blob = json.dumps(header, separators=(",", ":")).encode()
-        blob += b" " * (-len(blob) % _HEADER_ALIGN)
-        tmp = path.with_name(path.name + ".tmp")
-        with open(tmp, "wb") as dst:
-            dst.write(struct.pack("<Q", len(blob)))
-            dst.write(blob)
-            shutil.copyfileobj(src, dst, 1 << 20)
-    tmp.replace(path)
 
 
 def save_hf(model: nn.Module, root: Path, *, metadata: dict[str, str], tokenizer=None,

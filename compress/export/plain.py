@@ -17,7 +17,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from compress.export.weights import is_pickle, load_weights
+from compress.export.weights import is_pickle, load_weights, merge_safetensors_metadata
 from compress.models import build_model, model_spec
 
 WEIGHTS = "model.safetensors"
@@ -44,7 +44,8 @@ def save_plain(model: nn.Module, root: Path, *, metadata: dict[str, str], sparse
 
         save_sparse(root / WEIGHTS, tensors, metadata=metadata)
     else:
-        save_file(tensors, root / WEIGHTS, metadata=metadata)
+        save_file(tensors, root / WEIGHTS)
+    merge_safetensors_metadata(root / WEIGHTS, {"format": "pt", **metadata})
     (root / ARCHITECTURE).write_text(json.dumps(spec, indent=2, sort_keys=True) + "\n")
     if qinfo:
         qconf = {"config": getattr(model, "quantization_config", None), "modules": qinfo}

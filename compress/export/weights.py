@@ -7,13 +7,17 @@ silently; `weights_only=True` restricts the unpickler to tensors and plain conta
 
 from __future__ import annotations
 
+import json
 import os
+import shutil
+import struct
 from pathlib import Path
 
 import torch
 from safetensors.torch import load_file
 
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".ckpt")
+_HEADER_ALIGN = 8
 
 
 class PickleRefused(ValueError):
@@ -48,3 +52,22 @@ def load_weights(path: str | os.PathLike, *, allow_pickle: bool = False) -> dict
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise ValueError(f"{path} does not hold a state dict of tensors (got {type(state).__name__})")
     return state
+
+
+def merge_safetensors_metadata(path: Path, metadata: dict[str, str]) -> None:
+    """Merge `metadata` into the `__metadata__` of a safetensors file (header rewritten, data copied), with
+    sorted keys so the same model and metadata always give the same bytes (safetensors itself writes
+    metadata in hash-map order)."""
+    with open(path, "rb") as src:
+        (length,) = struct.unpack("<Q", src.read(8))
+        header = json.loads(src.read(length))
+        merged = {**header.pop("__metadata__", {}), **metadata}
+        header = {"__metadata__": dict(sorted(merged.items())), **header}  # sorted: byte-reproducible
+        blob = json.dumps(header, separators=(",", ":")).encode()
+        blob += b" " * (-len(blob) % _HEADER_ALIGN)
+        tmp = path.with_name(path.name + ".tmp")
+        with open(tmp, "wb") as dst:
+            dst.write(struct.pack("<Q", len(blob)))
+            dst.write(blob)
+            shutil.copyfileobj(src, dst, 1 << 20)
+    tmp.replace(path)

@@ -133,19 +133,29 @@ def _kd_source(config: LMDistillConfig, teacher, k: int) -> str:
     return source
 
 
+def _logits_at(model, ids: torch.Tensor, mask: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+    """Next-token logits (N, V) only where `valid` (B, L-1): the LM head runs on loss positions only,
+    which matters because a 49k-vocabulary head dominates a small student's compute."""
+    head = model.get_output_embeddings()
+    base = getattr(model, "model", None)
+    if head is None or base is None or model.config.model_type not in ("llama", "mistral", "qwen2"):
+        return model(input_ids=ids, attention_mask=mask).logits[:, :-1][valid]
+    hidden = base(input_ids=ids, attention_mask=mask).last_hidden_state[:, :-1]    # (B, L-1, H)
+    return head(hidden[valid])                                                       # (N, V)
+
+
 def _step_losses(student, teacher, batch: dict, source: str, config: LMDistillConfig):
     device = input_device(student)
     ids, mask = batch["input_ids"].to(device), batch["attention_mask"].to(device)
-    logits = student(input_ids=ids, attention_mask=mask).logits[:, :-1]             # (B, L-1, V)
     targets = batch["labels"][:, 1:].to(device)                                      # (B, L-1)
     valid = targets != IGNORE
-    s = logits[valid].float()                                                         # (N, V)
+    s = _logits_at(student, ids, mask, valid).float()                                # (N, V)
     ce = F.cross_entropy(s, targets[valid])
     if source == "teacher":
         with torch.no_grad():
             t_dev = input_device(teacher)
-            t = teacher(input_ids=ids.to(t_dev), attention_mask=mask.to(t_dev)).logits[:, :-1]
-            kd = kd_loss_full(s, t[valid.to(t_dev)].to(device), config.temperature)
+            t = _logits_at(teacher, ids.to(t_dev), mask.to(t_dev), valid.to(t_dev))
+            kd = kd_loss_full(s, t.to(device), config.temperature)
     elif source == "topk":
         kd = kd_loss_topk(s, batch["topk_ids"][:, 1:].to(device)[valid],
                           batch["topk_logits"][:, 1:].to(device)[valid], config.temperature)

@@ -2,10 +2,12 @@
 
 Why: token-level KD compares next-token distributions, so student and teacher must share a vocabulary.
 A student keeps the teacher's config and changes depth/width. With `init_from_teacher=True` it copies
-the teacher's embeddings, final norm and an evenly spaced subset of its decoder layers (layer dropping
-as in DistilBERT, Sanh et al. 2019, and "Shortened LLaMA", Kim et al. 2024), which needs the same width.
+the teacher's embeddings, final norm and a subset of its decoder layers (layer dropping as in
+DistilBERT, Sanh et al. 2019, and "Shortened LLaMA", Kim et al. 2024), which needs the same width.
+The default subset is the first `num_layers` layers: on SmolLM2-135M a 2-layer student from layers
+[0, 1] starts at 18.8 nats/token on teacher text, from [0, 29] (evenly spaced) at 70 (random init: ~11).
 
-    student = make_student(teacher, num_layers=2, init_from_teacher=True)         # 576 wide, layers 0, 29
+    student = make_student(teacher, num_layers=2, init_from_teacher=True)         # 576 wide, layers 0, 1
     student = make_student(teacher, num_layers=6, hidden_size=384, intermediate_size=1024,
                            num_attention_heads=6, num_key_value_heads=2)           # random init, ~28M
 """
@@ -57,7 +59,7 @@ def make_student(teacher, *, num_layers: int, hidden_size: int | None = None,
                  num_key_value_heads: int | None = None, init_from_teacher: bool = False,
                  layer_indices: list[int] | None = None, seed: int = 0) -> LlamaForCausalLM:
     """A float32 student on CPU. `init_from_teacher` copies embeddings, norm, lm_head and the decoder
-    layers `layer_indices` (default: evenly spaced) from `teacher`; widths must then match."""
+    layers `layer_indices` (default: the first `num_layers`) from `teacher`; widths must then match."""
     if getattr(teacher.config, "model_type", None) != "llama":
         raise ValueError(f"make_student builds Llama students from a Llama teacher; got model_type "
                          f"{getattr(teacher.config, 'model_type', None)!r}. Use any HF causal LM with the "
@@ -73,7 +75,7 @@ def make_student(teacher, *, num_layers: int, hidden_size: int | None = None,
             raise ValueError(f"init_from_teacher copies whole layers, so widths must match the teacher; "
                              f"{changed} differ. Drop the width arguments or set init_from_teacher=False")
         teacher_layers = teacher.config.num_hidden_layers
-        indices = layer_indices or evenly_spaced_layers(teacher_layers, num_layers)
+        indices = list(layer_indices) if layer_indices is not None else list(range(num_layers))
         if len(indices) != num_layers or not all(0 <= i < teacher_layers for i in indices):
             raise ValueError(f"layer_indices must list {num_layers} layers in 0..{teacher_layers - 1}, "
                              f"got {indices}")

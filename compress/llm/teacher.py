@@ -86,11 +86,37 @@ def _convert_gguf(gguf: Path, target: Path) -> None:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
+def smollm2_tokenizer_dir() -> Path:
+    """Folder with just the SmolLM2 tokenizer: the converted checkpoint when present, else the tokenizer
+    alone extracted from the GGUF (seconds, no weights) and cached under cache_dir()."""
+    full = assets.cache_dir() / SMOLLM2_CACHE_NAME
+    if (full / "tokenizer_config.json").is_file():
+        return full
+    target = assets.cache_dir() / f"{SMOLLM2_CACHE_NAME}-tokenizer"
+    if (target / "tokenizer_config.json").is_file():
+        return target
+    from transformers import AutoTokenizer
+
+    gguf = assets.smollm2_gguf()
+    tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))
+    try:
+        tokenizer.save_pretrained(tmp)
+        try:
+            os.rename(tmp, target)
+        except OSError:
+            if not (target / "tokenizer_config.json").is_file():
+                raise
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return target
+
+
 def load_tokenizer(source: str = SMOLLM2, *, trust_remote_code: bool = False):
     """Tokenizer of `source` (same sources as `load_causal_lm`); left padding for batched generation."""
     from transformers import AutoTokenizer
 
-    path = _resolve(source)
+    path = str(smollm2_tokenizer_dir()) if source == SMOLLM2 else _resolve(source)
     tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token

@@ -79,7 +79,7 @@ def apply_masks_(model: nn.Module, masks: Masks) -> None:
         param = model.get_parameter(name)
         if mask.device != param.device:
             masks[name] = mask = mask.to(param.device)
-        param.mul_(mask)
+        param.masked_fill_(~mask, 0.0)  # +0.0, not mul_'s -0.0, so sparse export sees all-zero bits
 
 
 def keep_masked(masks: Masks) -> Callable[[nn.Module], None]:

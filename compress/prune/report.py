@@ -77,6 +77,11 @@ def plot_rounds(curves: Curves, path: str | os.PathLike, *, title: str = "Prunin
     ax_acc.set(xlabel="remaining weights % (log)", ylabel="test accuracy %", title=f"{title}: accuracy")
     ax_w.set(xlabel="round", ylabel="remaining weights %", title=f"{title}: sparsity schedule")
     ax_w.set_yscale("log")
+    from matplotlib.ticker import FormatStrFormatter, MaxNLocator
+
+    ax_acc.xaxis.set_major_formatter(FormatStrFormatter("%g"))
+    ax_w.yaxis.set_major_formatter(FormatStrFormatter("%g"))
+    ax_w.xaxis.set_major_locator(MaxNLocator(integer=True))
     for ax in (ax_acc, ax_w):
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)

@@ -118,8 +118,8 @@ def _cols(consumer: nn.Module, g: _Group) -> torch.Tensor:
 
 
 @torch.no_grad()
-def _plan(model: nn.Module, g: _Group, amount: float | None, config: PQIPruneConfig | None) -> torch.Tensor:
-    """Indices of the units of group g to keep (sorted)."""
+def _rank(model: nn.Module, g: _Group) -> tuple[torch.Tensor, int]:
+    """Unit scores of group g (dead units get -1) and the number of live units."""
     prods = [model.get_submodule(p) for p in g.producers]
     consumer = model.get_submodule(g.consumer)
     rows = [p.weight.detach().reshape(p.weight.shape[0], -1).float() for p in prods]
@@ -134,16 +134,22 @@ def _plan(model: nn.Module, g: _Group, amount: float | None, config: PQIPruneCon
         constant_ok = zero_row & ((f_b == 0) | isinstance(consumer, nn.Linear))
     live = ~(unused | constant_ok)
     score = torch.stack([r.abs().sum(1) for r in rows]).prod(0)  # (units,)
-    n_live = int(live.sum())
+    return torch.where(live, score, torch.full_like(score, -1.0)), int(live.sum())
+
+
+def _keep_count(ranked: torch.Tensor, n_live: int, amount: float | None, config: PQIPruneConfig | None) -> int:
+    n = ranked.numel()
     if amount is not None:
         keep_n = max(1, n - int(math.floor(amount * n + 1e-9)))
     else:
-        pqi = pq_index(score[live], config.p, config.q)
+        pqi = pq_index(ranked[ranked >= 0], config.p, config.q)
         ratio = prune_ratio(n_live, pqi, config.p, config.q, config.eta, config.gamma, config.beta)
         keep_n = max(1, n_live - int(num_to_prune(n_live, ratio)))
-    keep_n = min(keep_n, max(n_live, 1))
-    ranked = torch.where(live, score, torch.full_like(score, -1.0))
-    return torch.sort(torch.topk(ranked, keep_n).indices).values
+    return min(keep_n, max(n_live, 1))
+
+
+def _top(ranked: torch.Tensor, k: int) -> torch.Tensor:
+    return torch.sort(torch.topk(ranked, k).indices).values
 
 
 def _set_module(model: nn.Module, name: str, new: nn.Module) -> None:
@@ -212,17 +218,12 @@ def prune_structured_(model: nn.Module, *, amount: float | None = None,
     if not groups:
         raise ValueError(f"{type(model).__name__} has no structurally prunable layer pairs (Linear/Conv followed "
                          "by Linear/Conv in an nn.Sequential, or a gated MLP); use prune_() for unstructured pruning")
-    plans = [_plan(model, g, amount, config) for g in groups if g.gated]
-    width = max((len(k) for k in plans), default=0)
+    gated = [_rank(model, g) for g in groups if g.gated]
+    width = max((_keep_count(r, n, amount, config) for r, n in gated), default=0)
     for g in groups:  # gated MLPs: one intermediate width for every layer (the widest plan)
-        keep = _keep_top(model, g, width) if g.gated else _plan(model, g, amount, config)
-        _apply(model, g, keep)
+        ranked, n_live = _rank(model, g)
+        _apply(model, g, _top(ranked, width if g.gated else _keep_count(ranked, n_live, amount, config)))
     return _finish(model, width)
-
-
-def _keep_top(model: nn.Module, g: _Group, k: int) -> torch.Tensor:
-    rows = [model.get_submodule(p).weight.detach().float().abs().sum(1) for p in g.producers]
-    return torch.sort(torch.topk(torch.stack(rows).prod(0), k).indices).values
 
 
 def _finish(model: nn.Module, gated_width: int) -> nn.Module:

@@ -4,6 +4,9 @@
 caller's transaction, so a committed row always has its bytes (see registry/store.py for the crash
 invariant). `artifact_lineage` walks parent edges back to the roots (teacher, dataset).
 `collect_garbage` deletes blobs no row references (after a grace period) and stale temp files.
+
+Large files on SQLite: a write transaction holds the database lock, so copy big blobs *before* opening
+it: `blob = store.put(path)` outside the scope, then `register_blob(session, blob=blob, ...)` inside.
 """
 
 from __future__ import annotations
@@ -13,7 +16,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import literal, select
 from sqlalchemy.orm import Session
 
 from registry.errors import InvalidState, NotFound
@@ -100,24 +103,20 @@ def list_artifacts(session: Session, *, kind: str | None = None, stage_run_id: i
 def artifact_lineage(session: Session, *, artifact_id: int, max_depth: int = 1000) -> dict[str, list]:
     """Every ancestor of an artifact (itself included) and the edges between them.
 
-    Returns {"nodes": [Artifact rows, the start first], "edges": [ArtifactEdge rows]}; one query per
-    generation (a 10-deep chain is 10 small indexed queries)."""
+    Returns {"nodes": [Artifact rows, the start first, then by id], "edges": [ArtifactEdge rows]}.
+    Two queries whatever the depth: a recursive CTE collects the ancestor edges, then the nodes."""
     start = get_artifact(session, artifact_id=artifact_id)
-    nodes: dict[int, Artifact] = {start.id: start}
-    edges: list[ArtifactEdge] = []
-    frontier = {start.id}
-    for _ in range(max_depth):
-        if not frontier:
-            break
-        found = list(session.scalars(select(ArtifactEdge).where(ArtifactEdge.child_id.in_(frontier))
-                                     .order_by(ArtifactEdge.id)))
-        edges.extend(found)
-        new = {e.parent_id for e in found} - nodes.keys()
-        if new:
-            for row in session.scalars(select(Artifact).where(Artifact.id.in_(new))):
-                nodes[row.id] = row
-        frontier = new
-    return {"nodes": list(nodes.values()), "edges": edges}
+    base = select(ArtifactEdge.id, ArtifactEdge.parent_id, literal(1).label("depth")).where(
+        ArtifactEdge.child_id == artifact_id)
+    up = base.cte("ancestors", recursive=True)
+    step = select(ArtifactEdge.id, ArtifactEdge.parent_id, (up.c.depth + 1).label("depth")).join(
+        up, ArtifactEdge.child_id == up.c.parent_id).where(up.c.depth < max_depth)
+    up = up.union_all(step)  # add_edge refuses cycles; max_depth bounds the walk regardless
+    edges = list(session.scalars(select(ArtifactEdge).where(ArtifactEdge.id.in_(select(up.c.id)))
+                                 .order_by(ArtifactEdge.id)))
+    ids = {e.parent_id for e in edges} - {start.id}
+    nodes = list(session.scalars(select(Artifact).where(Artifact.id.in_(ids)).order_by(Artifact.id))) if ids else []
+    return {"nodes": [start, *nodes], "edges": edges}
 
 
 def referenced_blobs(session: Session, store: ArtifactStore) -> set[str]:

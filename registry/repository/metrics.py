@@ -30,7 +30,7 @@ def log_metrics(session: Session, *, metrics: dict[str, float], run_id: int | No
         rows.append(dict(name=name, value=float(value), step=step, stage=stage, run_id=run_id,
                          stage_run_id=stage_run_id, artifact_id=artifact_id, version_id=version_id, created_at=now))
     if rows:
-        session.execute(insert(Metric), rows)
+        session.execute(insert(Metric.__table__), rows)  # Core executemany: no ORM bookkeeping per row
     return len(rows)
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from sqlalchemy import func, or_, select
+from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -169,42 +169,38 @@ def pareto_front(session: Session, *, model_name: str, x_metric: str, y_metric: 
     """Versions not dominated on (x, y), sorted from best x to worst x.
 
     Values are the latest metric logged on the version or its artifact; `artifact_bytes` means the
-    artifact's stored size. Versions missing either metric and archived versions are left out."""
+    artifact's stored size. Versions missing either metric and archived versions are left out.
+    Two set-based queries for the values, then only the front's rows are loaded."""
     model = get_model(session, name=model_name)
-    versions = list(session.scalars(select(ModelVersion).where(ModelVersion.model_id == model.id,
-                                                               ModelVersion.status == "ready")))
-    values = _metric_table(session, versions, {x_metric, y_metric})
-    points = [ParetoPoint(v, values[v.id][x_metric], values[v.id][y_metric]) for v in versions
-              if x_metric in values[v.id] and y_metric in values[v.id]]
+    values = _metric_table(session, model.id, {x_metric, y_metric})
+    points = [(vid, vals[x_metric], vals[y_metric]) for vid, vals in values.items()
+              if x_metric in vals and y_metric in vals]
     sx, sy = (1 if minimize_x else -1), (-1 if maximize_y else 1)  # sort keys: smaller is better
-    points.sort(key=lambda p: (sx * p.x, sy * p.y, p.version.version))
+    points.sort(key=lambda p: (sx * p[1], sy * p[2], p[0]))
     front, best = [], None
     for p in points:
-        if best is None or sy * p.y < best:
+        if best is None or sy * p[2] < best:
             front.append(p)
-            best = sy * p.y
-    return front
+            best = sy * p[2]
+    rows = {v.id: v for v in session.scalars(select(ModelVersion).where(ModelVersion.id.in_([p[0] for p in front])))}
+    return [ParetoPoint(rows[vid], x, y) for vid, x, y in front]
 
 
-def _metric_table(session: Session, versions: list[ModelVersion], names: set[str]) -> dict[int, dict[str, float]]:
-    table: dict[int, dict[str, float]] = {v.id: {} for v in versions}
-    if not versions:
-        return table
-    by_artifact: dict[int, list[int]] = {}
-    for v in versions:
-        by_artifact.setdefault(v.artifact_id, []).append(v.id)
+def _metric_table(session: Session, model_id: int, names: set[str]) -> dict[int, dict[str, float]]:
+    """{version id: {metric: latest value}} for the model's ready versions (metrics on the version or
+    on its artifact; the most recently logged one wins)."""
+    ready = (ModelVersion.model_id == model_id, ModelVersion.status == "ready")
+    table: dict[int, dict[str, float]] = {}
     if ARTIFACT_BYTES in names:
-        for aid, size in session.execute(select(Artifact.id, Artifact.bytes).where(Artifact.id.in_(list(by_artifact)))):
-            for vid in by_artifact[aid]:
-                table[vid][ARTIFACT_BYTES] = float(size)
-    rows = session.execute(select(Metric.name, Metric.value, Metric.version_id, Metric.artifact_id)
-                           .where(Metric.name.in_(names), or_(Metric.version_id.in_(list(table)),
-                                                              Metric.artifact_id.in_(list(by_artifact))))
-                           .order_by(Metric.id))
-    for name, value, version_id, artifact_id in rows:  # later rows overwrite: latest value wins
-        targets = [version_id] if version_id in table else by_artifact.get(artifact_id, [])
-        for vid in targets:
-            table[vid][name] = value
+        for vid, size in session.execute(select(ModelVersion.id, Artifact.bytes)
+                                         .join(Artifact, Artifact.id == ModelVersion.artifact_id).where(*ready)):
+            table.setdefault(vid, {})[ARTIFACT_BYTES] = float(size)
+    found = []
+    for link in (Metric.version_id == ModelVersion.id, Metric.artifact_id == ModelVersion.artifact_id):
+        found += session.execute(select(Metric.id, ModelVersion.id, Metric.name, Metric.value).join(
+            ModelVersion, link).where(Metric.name.in_(names), *ready)).all()
+    for _mid, vid, name, value in sorted(found):  # by metric id: later rows overwrite earlier ones
+        table.setdefault(vid, {})[name] = value
     return table
 
 

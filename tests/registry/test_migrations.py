@@ -55,9 +55,8 @@ def test_out_of_date_schema_is_refused_with_fix(db_url):
         with pytest.raises(SchemaOutOfDate, match="old0.*shrinkwrap db upgrade") as info:
             check_schema(engine)
         assert info.value.head == head_revision()
-        with pytest.raises(SchemaOutOfDate):
-            with session_scope(db_url):
-                pass
+        with pytest.raises(SchemaOutOfDate), session_scope(db_url):
+            pass
     finally:
         engine.dispose()
         dispose_engines()

@@ -215,3 +215,14 @@ def test_rows_stay_readable_after_scope(url, store, make_file):
     assert v.model_name == "m" and v.aliases == ["production"] and rows[0].model_name == "m"
     with session_scope(url) as s:
         assert s.get(Artifact, art.id).meta is None
+
+
+def test_timestamps_are_aware_utc_and_readonly_scope_keeps_nothing(url):
+    with session_scope(url) as s:
+        created = repo.create_model(s, name="m").created_at
+    with session_scope(url, readonly=True) as s:
+        got = repo.get_model(s, name="m").created_at
+        repo.create_model(s, name="dropped")
+    assert got.utcoffset().total_seconds() == 0 and abs((got - created).total_seconds()) < 1e-3
+    with session_scope(url, readonly=True) as s:
+        assert [m.name for m in repo.list_models(s)[0]] == ["m"]

@@ -4,6 +4,7 @@ The store needs no database, so these tests run once (the registry tests cover b
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 
 import pytest
@@ -91,8 +92,8 @@ def test_put_dir_roundtrip_and_dedup(store, tmp_path):
 
 def test_manifest_with_unsafe_path_is_refused(store, tmp_path):
     inner = store.put_bytes(b"x")
-    evil = ('{"files":[{"bytes":1,"path":"../escape","sha256":"%s"}],"kind":"shrinkwrap-dir-manifest",'
-            '"version":1}' % inner.sha256).encode()
+    evil = json.dumps({"kind": "shrinkwrap-dir-manifest", "version": 1,
+                       "files": [{"path": "../escape", "sha256": inner.sha256, "bytes": 1}]}).encode()
     manifest = store.put_bytes(evil)
     with pytest.raises(ArtifactCorrupt, match="unsafe path"):
         store.materialize_dir(manifest.sha256, tmp_path / "dest")

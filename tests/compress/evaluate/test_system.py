@@ -47,10 +47,9 @@ def test_weight_bytes_of_nf4_layer_counts_quant_state(double_quant):
     model = nn.Sequential(nn.Linear(64, 32))
     quantize_(model, NF4Config(double_quant=double_quant))
     packed = 64 * 32 // 2
-    if double_quant:  # uint8 absmax per 64 values, nf4 code (16 fp32), offset, nested absmax + 256-entry code
-        state = 32 * 1 + 16 * 4 + 4 + 1 * 4 + 256 * 4
-    else:  # fp32 absmax per block of 64 values + the 16-entry code
-        state = 32 * 4 + 16 * 4
+    # double quant: uint8 absmax per 64 values, nf4 code (16 fp32), offset, nested absmax + 256-entry code;
+    # else: fp32 absmax per block of 64 values + the 16-entry code
+    state = 32 * 1 + 16 * 4 + 4 + 1 * 4 + 256 * 4 if double_quant else 32 * 4 + 16 * 4
     assert weight_bytes(model) == packed + state + 32 * 4
     assert parameter_count(model) == 64 * 32 + 32  # logical, not the packed byte count
     assert estimate_bytes(model) == 64 * 32 * 0.5 + 32 * 4

@@ -16,10 +16,12 @@ from compress.prune import (
     PQIPruneConfig,
     iterative_prune,
     keep_masked,
+    mask_gradients_,
     one_shot_curve,
     pq_index,
     prunable_weights,
     prune_,
+    sparsity,
 )
 from compress.train import fit
 
@@ -153,11 +155,29 @@ def test_masks_stay_applied_after_optimiser_steps():
     for name, mask in report.masks.items():
         w = model.get_parameter(name)
         assert (w[~mask] == 0).all() and (w[mask] != 0).all()
+        assert not torch.signbit(w[~mask]).any()  # +0.0 (all-zero bits), so sparse export can drop them
+    assert sparsity(model) == pytest.approx(0.5, abs=0.01)
     # control: without the hook Adam would revive pruned weights (so the check above can fail)
     control = mlp()
     rep = prune_(control, MagnitudePruneConfig(amount=0.5, scope="layer"))
     fit(control, x, y, epochs=1, lr=1e-2, batch_size=32)
     assert any((control.get_parameter(n)[~m] != 0).any() for n, m in rep.masks.items())
+
+
+def test_gradient_hooks_zero_pruned_gradients():
+    x, y = toy_data(32)
+    model = mlp()
+    report = prune_(model, MagnitudePruneConfig(amount=0.7, scope="global"))
+    handles = mask_gradients_(model, report.masks)
+    torch.nn.functional.cross_entropy(model(x), y).backward()
+    for name, mask in report.masks.items():
+        grad = model.get_parameter(name).grad
+        assert (grad[~mask] == 0).all() and (grad[mask] != 0).any()
+    for h in handles:
+        h.remove()
+    model.zero_grad()
+    torch.nn.functional.cross_entropy(model(x), y).backward()
+    assert any((model.get_parameter(n).grad[~m] != 0).any() for n, m in report.masks.items())
 
 
 @pytest.mark.parametrize("rewind", [True, False])

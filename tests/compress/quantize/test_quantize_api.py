@@ -6,7 +6,15 @@ import torch
 from torch import nn
 
 from compress.models import MLP, MnistCNN
-from compress.quantize import QUANTIZERS, FP4Config, Int8Config, NF4Config, quantization_info, quantize_, to_bnb_config
+from compress.quantize import (
+    QUANTIZERS,
+    FP4Config,
+    Int8Config,
+    NF4Config,
+    quantization_info,
+    quantize_,
+    to_bnb_config,
+)
 from compress.quantize.bnb import is_skipped
 
 CONFIGS = [Int8Config(), NF4Config(), NF4Config(double_quant=True), FP4Config(), FP4Config(compute_dtype="bfloat16")]

@@ -1,0 +1,237 @@
+"""Quantization benchmark: fp32, bf16, int8 (LLM.int8), nf4 and fp4 rows, measured in one run.
+
+    .venv/bin/python bench/quantize.py [--texts 8] [--max-length 256] [--skip-llm] [--skip-mnist]
+
+SmolLM2-135M-Instruct (packaged GGUF, converted once by compress.llm.teacher; the fp32 load is the
+teacher) on held-out Shakespeare passages: linear-layer bytes (the decoder blocks' nn.Linear layers,
+counted from stored tensors incl. quant state; the tied lm_head is left in full precision, as
+bitsandbytes does by default) and the ratio to fp32, export file bytes, perplexity and its delta to
+fp32, top-1 next-token agreement and KL(fp32 || row) in nats, prefill and per-token decode latency as
+ratios to fp32. The MNIST CNN teacher (ccexam) gets the same rows with accuracy/agreement/KL.
+
+Goals (issue 5): int8 linear bytes >= 3.9x smaller, nf4 >= 7x; perplexity delta int8 <= +1%, nf4 <= +10%.
+Anchor: AWQ 4-bit on Llama-2-7B moves perplexity 5.47 -> 5.60 (+2.4%).
+
+Prints markdown tables, writes them to bench/results/quantize.md and a bar chart to bench/out/quantize.png.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import shutil
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+from torch import nn
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from compress import assets  # noqa: E402
+from compress.evaluate.classification import agreement, kl_to_teacher, predict_logits  # noqa: E402
+from compress.evaluate.lm import perplexity, prefill_decode_latency, right_pad, teacher_agreement  # noqa: E402
+from compress.evaluate.system import (  # noqa: E402
+    file_bytes,
+    latency,
+    parameter_count,
+    runtime_comparison,
+    weight_bytes,
+)
+from compress.export import export_model  # noqa: E402
+from compress.quantize import FP4Config, Int8Config, NF4Config, load_quantized_hf, quantize_  # noqa: E402
+
+OUT = ROOT / "bench" / "out" / "quantize"
+RESULTS = ROOT / "bench" / "results" / "quantize.md"
+ROWS = {"int8": Int8Config(), "nf4": NF4Config(), "fp4": FP4Config()}
+GOALS = {"int8": (3.9, 1.0), "nf4": (7.0, 10.0)}  # (min linear-bytes ratio, max perplexity delta %)
+
+
+def held_out_texts(n: int, chars: int = 1200) -> list[str]:
+    """`n` passages of ~`chars` characters from the middle of the last Shakespeare text (skips headers)."""
+    text = assets.shakespeare_texts()[-1].read_text(errors="replace")
+    body = " ".join(text.split())
+    start = len(body) // 3
+    return [body[start + i * chars: start + (i + 1) * chars] for i in range(n)]
+
+
+def block_linear(name: str, module: nn.Module) -> bool:
+    return isinstance(module, nn.Linear) and "lm_head" not in name
+
+
+def median_latency(model, ids, repeat: int = 3) -> dict[str, float]:
+    runs = [prefill_decode_latency(model, ids, new_tokens=16) for _ in range(repeat)]
+    return {k: statistics.median(r[k] for r in runs) for k in runs[0]}
+
+
+def llm_rows(args) -> list[dict]:
+    from compress.llm.teacher import load_causal_lm
+
+    teacher, tok = load_causal_lm("smollm2", dtype="float32")
+    texts = held_out_texts(args.texts)
+    ids, mask = right_pad([tok(t, truncation=True, max_length=args.max_length)["input_ids"] for t in texts],
+                          tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id)
+    prompt = ids[:1, :128]
+    rows = []
+    variants = [("fp32", None), ("bf16", None), *ROWS.items()]
+    for name, config in variants:
+        start = time.perf_counter()
+        if name == "fp32":
+            model = teacher
+        elif name == "bf16":
+            model, _ = load_causal_lm("smollm2", dtype="bfloat16")
+        else:
+            model, _ = load_quantized_hf("smollm2", config)
+        row = {"model": "SmolLM2-135M", "variant": name, "params": parameter_count(model),
+               "linear_bytes": weight_bytes(model, modules=block_linear), "weight_bytes": weight_bytes(model)}
+        row["ppl"] = perplexity(model, tok, texts, max_length=args.max_length, batch_size=4)
+        agree = teacher_agreement(model, teacher, ids, mask, batch_size=4)
+        row["agreement"], row["kl"] = agree["agreement"], agree["kl_to_teacher"]
+        row.update(median_latency(model, prompt))
+        dest = OUT / f"smollm2-{name}"
+        shutil.rmtree(dest, ignore_errors=True)
+        res = export_model(model, dest, metadata={"bench": "quantize", "variant": name}, tokenizer=tok)
+        row["file_bytes"] = sum(file_bytes(res.path / n) for n in res.files if n.endswith(".safetensors"))
+        shutil.rmtree(dest)  # keep bench/out small; the bytes are recorded
+        row["seconds"] = time.perf_counter() - start
+        print(f"  {name}: ppl {row['ppl']:.3f} in {row['seconds']:.0f}s", flush=True)
+        rows.append(row)
+        if model is not teacher:
+            del model
+    runtime = runtime_comparison(teacher, {"input_ids": prompt}, compile=args.compile, warmup=1, iters=5)
+    return rows, runtime
+
+
+def mnist_rows(args) -> list[dict]:
+    from compress.data import load_dataset
+    from compress.teacher import load_packaged_teacher
+
+    data = load_dataset("mnist")
+    x, y = data.x_test[:args.mnist_test], data.y_test[:args.mnist_test]
+    teacher = load_packaged_teacher().eval()
+    t_logits = predict_logits(teacher, x)
+    rows = []
+    for name, config in [("fp32", None), ("bf16", None), *ROWS.items()]:
+        model = load_packaged_teacher().eval()
+        if name == "bf16":
+            model = model.to(torch.bfloat16)
+            fn_x = x.to(torch.bfloat16)
+        else:
+            fn_x = x
+            if config is not None:
+                quantize_(model, config)
+        logits = predict_logits(model, fn_x)
+        row = {"model": "MNIST CNN", "variant": name, "params": parameter_count(model),
+               "linear_bytes": weight_bytes(model, modules=lambda n, m: isinstance(m, nn.Linear)),
+               "weight_bytes": weight_bytes(model), "accuracy": (logits.argmax(1) == y).float().mean().item(),
+               "agreement": agreement(logits, t_logits), "kl": kl_to_teacher(logits, t_logits)}
+        batch = fn_x[:64]
+        with torch.inference_mode():
+            row["latency_ms"] = latency(lambda m=model, b=batch: m(b), warmup=3, iters=20)["p50_ms"]
+        dest = OUT / f"mnist-{name}"
+        shutil.rmtree(dest, ignore_errors=True)
+        res = export_model(model, dest, metadata={"bench": "quantize", "variant": name})
+        row["file_bytes"] = file_bytes(res.path / "model.safetensors")
+        rows.append(row)
+    return rows
+
+
+def _ratio(base: dict, row: dict, key: str) -> float:
+    return base[key] / row[key]
+
+
+def llm_table(rows: list[dict]) -> list[str]:
+    base = rows[0]
+    lines = ["| variant | linear MB | linear ratio vs fp32 | file MB | ppl | ppl delta | top-1 agree | KL (nats) "
+             "| prefill x fp32 | decode x fp32 |", "|---|---|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        delta = 100 * (r["ppl"] / base["ppl"] - 1)
+        lines.append(f"| {r['variant']} | {r['linear_bytes'] / 1e6:.1f} | {_ratio(base, r, 'linear_bytes'):.2f}x "
+                     f"| {r['file_bytes'] / 1e6:.1f} | {r['ppl']:.3f} | {delta:+.2f}% | {r['agreement']:.4f} "
+                     f"| {r['kl']:.4f} | {r['prefill_ms'] / base['prefill_ms']:.2f} "
+                     f"| {r['decode_ms_per_token'] / base['decode_ms_per_token']:.2f} |")
+    lines += ["", f"fp32 prefill {base['prefill_ms']:.1f} ms, decode {base['decode_ms_per_token']:.1f} ms/token.", ""]
+    for name, (min_ratio, max_delta) in GOALS.items():
+        r = next(r for r in rows if r["variant"] == name)
+        ratio, delta = _ratio(base, r, "linear_bytes"), 100 * (r["ppl"] / base["ppl"] - 1)
+        lines.append(f"- goal {name}: linear bytes {ratio:.2f}x (goal >= {min_ratio}x: "
+                     f"{'met' if ratio >= min_ratio else 'MISSED'}), ppl delta {delta:+.2f}% (goal <= +{max_delta}%: "
+                     f"{'met' if delta <= max_delta else 'MISSED'})")
+    return lines
+
+
+def runtime_table(rows: list[dict]) -> list[str]:
+    lines = ["| fp32 forward, 128-token prompt | first call ms | p50 ms | p95 ms |", "|---|---|---|---|"]
+    for r in rows:
+        if "error" in r:
+            lines.append(f"| {r['variant']} | not available here: {r['error'][:80]} | | |")
+        else:
+            lines.append(f"| {r['variant']} | {r['first_call_ms']:.1f} | {r['p50_ms']:.1f} | {r['p95_ms']:.1f} |")
+    return lines
+
+
+def mnist_table(rows: list[dict]) -> list[str]:
+    base = rows[0]
+    lines = ["| variant | linear KB | linear ratio vs fp32 | file KB | accuracy | agreement | KL (nats) "
+             "| latency x fp32 (batch 64) |", "|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        lines.append(f"| {r['variant']} | {r['linear_bytes'] / 1e3:.1f} | {_ratio(base, r, 'linear_bytes'):.2f}x "
+                     f"| {r['file_bytes'] / 1e3:.1f} | {r['accuracy']:.4f} | {r['agreement']:.4f} | {r['kl']:.5f} "
+                     f"| {r['latency_ms'] / base['latency_ms']:.2f} |")
+    return lines
+
+
+def plot(rows: list[dict], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    base = rows[0]
+    fig, (a, b) = plt.subplots(1, 2, figsize=(9, 3.5))
+    names = [r["variant"] for r in rows]
+    a.bar(names, [_ratio(base, r, "linear_bytes") for r in rows])
+    a.set_title("linear bytes: fp32 / variant")
+    b.bar(names, [100 * (r["ppl"] / base["ppl"] - 1) for r in rows])
+    b.set_title("perplexity delta vs fp32 (%)")
+    fig.tight_layout()
+    fig.savefig(path)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--texts", type=int, default=8, help="held-out passages (~1200 chars each)")
+    parser.add_argument("--max-length", type=int, default=256, help="tokens per passage")
+    parser.add_argument("--mnist-test", type=int, default=2000, help="MNIST test images")
+    parser.add_argument("--compile", action="store_true", help="also time torch.compile (inductor) of fp32")
+    parser.add_argument("--skip-llm", action="store_true")
+    parser.add_argument("--skip-mnist", action="store_true")
+    args = parser.parse_args()
+    OUT.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(0)
+    settings = (f"Settings: {args.texts} held-out Shakespeare passages ({assets.shakespeare_texts()[-1].name}, "
+                f"~1200 chars each, truncated to {args.max_length} tokens), prefill of a 128-token prompt + 16 "
+                f"cached decode steps (median of 3), MNIST: {args.mnist_test} test images. bitsandbytes on "
+                f"CPU ({platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch "
+                f"{torch.__version__}, {torch.get_num_threads()} threads); 4-bit compute dtype float32, "
+                "block 64, no double quant; int8 threshold 6.0.")
+    lines = ["# Quantization benchmark (bench/quantize.py)", "", settings, ""]
+    if not args.skip_llm:
+        rows, runtime = llm_rows(args)
+        lines += ["## SmolLM2-135M-Instruct", "", *llm_table(rows), "", "### SDPA backends and torch.compile", "",
+                  *runtime_table(runtime), ""]
+        plot(rows, OUT.parent / "quantize.png")
+    if not args.skip_mnist:
+        lines += ["## MNIST CNN (ccexam teacher)", "", *mnist_table(mnist_rows(args)), ""]
+    text = "\n".join(lines)
+    print(text)
+    RESULTS.write_text(text + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,230 @@
+"""Deployments: `shrinkwrap serve` serves the compression deployment (manual runs with the recipe form,
+and `POST /runs` of the API) plus the cron schedules of `schedules.yaml`, and starts the API.
+
+Two ways to execute runs:
+- in this process (default): `prefect.serve(...)` polls for scheduled and manual runs and executes them;
+- on workers (`--pool NAME`): deployments are registered on a Prefect *process* work pool and any machine
+  with this checkout executes them with `prefect worker start --pool NAME` (docker-compose.yml does this).
+
+Without PREFECT_API_URL, `serve` starts a Prefect server (`prefect server start`, state under
+PREFECT_HOME, analytics off) and points itself and the API at it, because the API must reach the same
+server the runner polls. Parameter sweeps can run their tasks on Dask: set SHRINKWRAP_TASK_RUNNER=dask
+(needs the optional `prefect-dask` package).
+
+schedules.yaml:
+
+    schedules:
+      - name: nightly-reevaluate-production     # deployment name under its flow
+        flow: reevaluate                          # reevaluate | compress
+        cron: "0 3 * * *"
+        timezone: UTC
+        parameters: {model: mnist-mlp, alias: production}
+      - name: weekly-mnist
+        flow: compress
+        cron: "0 4 * * 0"
+        recipe: recipes/mnist.yaml                # compress schedules take a recipe file
+        active: false
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from flows.cache import ROOT
+from flows.recipe import Recipe, RecipeError, format_errors
+
+DEPLOYMENT_NAME = "compress-model/default"
+DEFAULT_SCHEDULES = ROOT / "schedules.yaml"
+DEFAULT_RECIPE = ROOT / "recipes" / "mnist.yaml"
+PREFECT_PORT = int(os.environ.get("SHRINKWRAP_PREFECT_PORT", "4200"))
+
+
+class ScheduleEntry(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(..., pattern=r"^[a-z0-9][a-z0-9-]*$")
+    flow: Literal["reevaluate", "compress"]
+    cron: str | None = Field(None, description="five-field cron, e.g. '0 3 * * *'")
+    interval: float | None = Field(None, gt=0, description="seconds between runs (instead of cron)")
+    timezone: str = "UTC"
+    active: bool = True
+    recipe: str | None = None
+    parameters: dict[str, Any] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _flow_inputs(self):
+        if self.flow == "compress" and not self.recipe:
+            raise ValueError(f"schedule {self.name!r}: flow 'compress' needs recipe: <file.yaml>")
+        if self.flow == "reevaluate" and "model" not in self.parameters:
+            raise ValueError(f"schedule {self.name!r}: flow 'reevaluate' needs parameters: {{model: NAME}}")
+        from prefect.client.schemas.schedules import CronSchedule
+
+        if (self.cron is None) == (self.interval is None):
+            raise ValueError(f"schedule {self.name!r}: give exactly one of cron or interval")
+        if self.cron is None:
+            return self
+        try:
+            CronSchedule(cron=self.cron, timezone=self.timezone)
+        except ValueError as err:
+            raise ValueError(f"schedule {self.name!r}: cron {self.cron!r} / timezone {self.timezone!r} is invalid "
+                             f"({err.__class__.__name__}); use five fields, e.g. '0 3 * * *' for 03:00 daily") from None
+        return self
+
+
+class SchedulesFile(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    schedules: list[ScheduleEntry] = Field(default_factory=list)
+
+
+def load_schedules(path: str | Path | None = None) -> list[ScheduleEntry]:
+    path = Path(path) if path else DEFAULT_SCHEDULES
+    if not path.is_file():
+        return []
+    try:
+        return SchedulesFile.model_validate(yaml.safe_load(path.read_text()) or {}).schedules
+    except ValidationError as err:
+        raise RecipeError(f"{path} is invalid:\n{format_errors(err)}") from err
+
+
+def _recipe_params(recipe_path: str | Path, base: Path) -> dict[str, Any]:
+    path = Path(recipe_path)
+    path = path if path.is_absolute() else base / path
+    return {"recipe": Recipe.from_yaml(path).model_dump(mode="json")}
+
+
+def build_deployments(schedules: list[ScheduleEntry], *, base: Path = ROOT, work_pool: str | None = None) -> list:
+    """The compression deployment ("compress-model/default", no schedule) + one deployment per schedule."""
+    from prefect.schedules import Cron, Interval
+
+    from flows.flow import compress_model
+    from flows.reevaluate import reevaluate_model
+
+    flows = {"compress": compress_model, "reevaluate": reevaluate_model}
+    target = (lambda f: f.from_source(str(ROOT), _entrypoint(f))) if work_pool else (lambda f: f)  # noqa: E731
+    kw = {"work_pool_name": work_pool} if work_pool else {}
+    default = {"recipe": Recipe.from_yaml(DEFAULT_RECIPE).model_dump(mode="json")} if DEFAULT_RECIPE.exists() else None
+    deployments = [_deployment(target(compress_model), name=DEPLOYMENT_NAME.split("/")[1], parameters=default,
+                               description="Compress a model as the recipe says (manual runs, POST /runs)",
+                               tags=["shrinkwrap"], **kw)]
+    for entry in schedules:
+        params = _recipe_params(entry.recipe, base) if entry.flow == "compress" else dict(entry.parameters)
+        deployments.append(_deployment(
+            target(flows[entry.flow]), name=entry.name, parameters=params, tags=["shrinkwrap", "scheduled"],
+            schedules=[Cron(entry.cron, timezone=entry.timezone, active=entry.active) if entry.cron else
+                       Interval(entry.interval, timezone=entry.timezone, active=entry.active)],
+            description=f"{entry.flow} every {entry.cron or f'{entry.interval:g} s'} ({entry.timezone})", **kw))
+    return deployments
+
+
+def _entrypoint(f) -> str:
+    return {"compress-model": "flows/flow.py:compress_model", "reevaluate-model": "flows/reevaluate.py:reevaluate_model"}[f.name]
+
+
+def _deployment(f, *, work_pool_name: str | None = None, **kwargs):
+    if work_pool_name:
+        return {"flow": f, "work_pool_name": work_pool_name, **kwargs}
+    return f.to_deployment(**kwargs)
+
+
+def register_on_pool(deployments: list[dict], pool: str) -> list[str]:
+    """Create the process work pool if missing and register each deployment on it (no image build)."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.actions import WorkPoolCreate
+    from prefect.exceptions import ObjectAlreadyExists
+
+    with get_client(sync_client=True) as client, contextlib.suppress(ObjectAlreadyExists):
+        client.create_work_pool(WorkPoolCreate(name=pool, type="process"))
+    ids = []
+    for spec in deployments:
+        flow_ = spec.pop("flow")
+        ids.append(str(flow_.deploy(build=False, push=False, print_next_steps=False, **spec)))
+    return ids
+
+
+# ------------------------------------------------------------------------------------------- serve
+def _healthy(url: str) -> bool:
+    import httpx
+
+    try:
+        return httpx.get(f"{url}/health", timeout=2).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+def wait_healthy(url: str, timeout_s: float = 120, proc: subprocess.Popen | None = None) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if _healthy(url):
+            return
+        if proc is not None and proc.poll() is not None:
+            raise RuntimeError(f"{proc.args} exited with {proc.returncode} before {url} became healthy")
+        time.sleep(0.5)
+    raise TimeoutError(f"{url} did not become healthy within {timeout_s:.0f} s")
+
+
+def start_prefect_server(port: int = PREFECT_PORT) -> subprocess.Popen:
+    """`prefect server start` as a child process; sets PREFECT_API_URL for us and our children."""
+    env = {**os.environ, "PREFECT_SERVER_ANALYTICS_ENABLED": "false", "PREFECT_UI_ENABLED": "false"}
+    proc = subprocess.Popen([sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1",
+                             "--port", str(port)], env=env)
+    url = f"http://127.0.0.1:{port}/api"
+    wait_healthy(url, proc=proc)
+    os.environ["PREFECT_API_URL"] = url
+    return proc
+
+
+def start_api(host: str, port: int) -> subprocess.Popen:
+    proc = subprocess.Popen([sys.executable, "-m", "flows.cli", "api", "--host", host, "--port", str(port)],
+                            env=dict(os.environ))
+    wait_healthy(f"http://{host}:{port}", proc=proc)
+    return proc
+
+
+def serve(*, schedules_path: str | None = None, api: bool = True, host: str = "127.0.0.1", port: int = 8000,
+          pool: str | None = None) -> int:
+    """Blocking: serve (or register on `pool`) the deployments, run the API; Ctrl-C stops everything."""
+    from flows.commands import ensure_schema
+
+    try:
+        schedules = load_schedules(schedules_path)
+    except RecipeError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    ensure_schema()
+    children: list[subprocess.Popen] = []
+    try:
+        if not os.environ.get("PREFECT_API_URL"):
+            children.append(start_prefect_server())
+            print(f"Prefect server at {os.environ['PREFECT_API_URL']}")
+        if api:
+            children.append(start_api(host, port))
+            print(f"API at http://{host}:{port} (docs at /docs)")
+        base = Path(schedules_path).resolve().parent if schedules_path else ROOT
+        deployments = build_deployments(schedules, base=base, work_pool=pool)
+        if pool:
+            register_on_pool(deployments, pool)
+            print(f"deployments registered on work pool {pool!r}; execute runs with: prefect worker start --pool {pool}")
+            while all(c.poll() is None for c in children) or not children:
+                time.sleep(1)
+            return 1
+        from prefect import serve as prefect_serve
+
+        prefect_serve(*deployments)
+        return 0
+    finally:
+        for child in reversed(children):
+            child.terminate()
+            try:
+                child.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                child.kill()

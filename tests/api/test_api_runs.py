@@ -1,0 +1,87 @@
+"""Runs: list with status filter and pagination, detail with stages/metrics/artifacts, and triggering
+through a real Prefect deployment under the test harness (202 + a real flow run), cancel, and the 503
+that tells how to start Prefect when the deployment is missing or the server is unreachable."""
+
+from __future__ import annotations
+
+import pytest
+from api_testing import assert_error
+
+from api import prefect_runs
+from api.errors import ApiError
+from api.settings import default_deployment
+
+
+def test_list_and_detail(client, admin, seed):
+    body = client.get("/runs", headers=admin).json()
+    assert body["count"] == 1 and body["data"][0]["status"] == "running"
+    assert client.get("/runs", params={"status": "completed"}, headers=admin).json()["count"] == 0
+    assert_error(client.get("/runs", params={"status": "bogus"}, headers=admin), 422)
+    detail = client.get(f"/runs/{seed.run_id}", headers=admin).json()
+    assert [s["name"] for s in detail["stages"]] == ["distill", "export"]
+    assert detail["stages"][0]["status"] == "completed" and detail["recipe"] == {"name": "seed"}
+    assert detail["metrics_count"] == 4 and {m["name"] for m in detail["metrics"]} == {"loss", "accuracy"}
+    assert len(detail["artifacts"]) == 3
+    page = client.get(f"/runs/{seed.run_id}/metrics", params={"name": "loss", "limit": 1, "offset": 1},
+                      headers=admin).json()
+    assert page["count"] == 2 and page["data"][0]["value"] == 0.3 and page["data"][0]["step"] == 2
+    assert_error(client.get("/runs/424242", headers=admin), 404, "not_found")
+
+
+@pytest.fixture(scope="module")
+def deployment(prefect):
+    """The real compression flow registered as deployment `compress-model/default` (not executed)."""
+    from flows.flow import compress_model
+
+    name = default_deployment()
+    compress_model.to_deployment(name=name.split("/", 1)[1]).apply()
+    return name
+
+
+RECIPE = {"name": "api-test", "dataset": {"name": "mnist", "n_train": 100}}
+
+
+def test_trigger_creates_prefect_flow_run_and_cancel(client, admin, deployment):
+    from prefect.client.orchestration import get_client
+
+    r = client.post("/runs", json=RECIPE, headers=admin)
+    assert r.status_code == 202, r.text
+    body = r.json()
+    assert body["deployment"] == deployment and body["status"] == "pending"
+    with get_client(sync_client=True) as prefect_client:
+        flow_run = prefect_client.read_flow_run(body["flow_run_id"])
+        dep = prefect_client.read_deployment_by_name(deployment)
+    assert flow_run.deployment_id == dep.id
+    assert flow_run.parameters["recipe"]["dataset"]["n_train"] == 100
+    assert f"shrinkwrap-run:{body['run_id']}" in flow_run.tags
+    run = client.get(f"/runs/{body['run_id']}", headers=admin).json()
+    assert run["flow_run_id"] == body["flow_run_id"] and run["status"] == "pending"
+
+    assert_error(client.post("/runs", json={**RECIPE, "dataset": {"nme": "mnist"}}, headers=admin), 422)
+    assert_error(client.post("/runs", json={**RECIPE, "distill": {"temperature": -1}}, headers=admin), 422)
+
+    r = client.post(f"/runs/{body['run_id']}/cancel", headers=admin)
+    assert r.status_code == 202 and r.json()["status"] == "cancelled"
+    with get_client(sync_client=True) as prefect_client:
+        assert prefect_client.read_flow_run(body["flow_run_id"]).state.type.value == "CANCELLED"
+    assert_error(client.post(f"/runs/{body['run_id']}/cancel", headers=admin), 409, "invalid_state")
+    assert_error(client.post("/runs/424242/cancel", headers=admin), 404)
+
+
+def test_trigger_without_deployment_is_503(make_client, admin, prefect):
+    client = make_client(deployment="compress-model/not-served")
+    err = assert_error(client.post("/runs", json=RECIPE, headers=admin), 503, "prefect_unavailable")
+    assert "shrinkwrap serve" in err["message"] and "not-served" in err["message"]
+    assert client.get("/runs", headers=admin).json()["count"] == 0  # the registry row was rolled back
+
+
+def test_unreachable_prefect_is_503(prefect):
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    with temporary_settings(updates={PREFECT_API_URL: "http://127.0.0.1:9/api"}):
+        with pytest.raises(ApiError) as info:
+            prefect_runs.trigger_flow_run(deployment="compress-model/default", parameters={}, run_id=1, timeout_s=2)
+        ok, detail = prefect_runs.prefect_health(timeout_s=2)
+    assert info.value.status == 503 and "unreachable" in info.value.message
+    assert "shrinkwrap serve" in info.value.message
+    assert not ok and "127.0.0.1:9" in detail
