@@ -1,14 +1,16 @@
-"""Request-size guard (pure ASGI middleware): a body over `max_body_bytes` gets 413 before any route
-reads it, whether the client declared a Content-Length or streams chunks; over-long URLs get 414."""
+"""Request guards. `BodyLimitMiddleware` (pure ASGI): a body over `max_body_bytes` gets 413 before any route
+reads it, whether the client declared a Content-Length or streams chunks; over-long URLs get 414.
+`forbid_unknown_query`: undeclared query parameters get 422."""
 
 from __future__ import annotations
 
 import json
 
+from fastapi import Request
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from api.errors import error_body
+from api.errors import ApiError, error_body
 
 MAX_URL_CHARS = 8192  # path + query; ids, names and filters fit in a few hundred
 
@@ -74,3 +76,28 @@ class BodyLimitMiddleware:
         except _TooLarge:
             if not started:
                 await _send_error(send, 413, "content_too_large", too_large)
+
+
+def _declared_query_names(route) -> frozenset[str]:
+    from fastapi.dependencies.utils import get_flat_dependant
+
+    return frozenset(p.alias for p in get_flat_dependant(route.dependant).query_params)
+
+
+_QUERY_NAMES: dict[int, frozenset[str]] = {}
+
+
+def forbid_unknown_query(request: Request) -> None:
+    """App-wide dependency: a query parameter the route does not declare is a 422, like an unknown body key
+    (`?stauts=failed` must not silently list every run)."""
+    route = request.scope.get("route")
+    if route is None or not request.query_params:
+        return
+    allowed = _QUERY_NAMES.get(id(route))
+    if allowed is None:
+        allowed = _QUERY_NAMES[id(route)] = _declared_query_names(route)
+    unknown = sorted(set(request.query_params.keys()) - allowed)
+    if unknown:
+        shown = ", ".join(repr(k[:50]) for k in unknown[:5])
+        raise ApiError(422, "validation_error", f"unknown query parameter(s) {shown}; this route accepts "
+                                                f"{sorted(allowed) or 'none'}")

@@ -12,7 +12,7 @@ import logging
 import sys
 from contextlib import asynccontextmanager
 
-from fastapi import FastAPI
+from fastapi import Depends, FastAPI
 
 from api import docs, errors, limits
 from api.routes import artifacts, health, models, runs, versions
@@ -49,7 +49,7 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
         engine.dispose()
 
     app = FastAPI(title="Shrinkwrap registry API", version="1", description=DESCRIPTION, lifespan=lifespan,
-                  docs_url=None, redoc_url=None,
+                  docs_url=None, redoc_url=None, dependencies=[Depends(limits.forbid_unknown_query)],
                   responses=ERROR_RESPONSES)
     app.state.settings = settings
     app.state.engine = engine

@@ -227,6 +227,18 @@ def main() -> int:
         plot(rows, OUT.parent / "quantize.png")
     if not args.skip_mnist:
         lines += ["## MNIST CNN (ccexam teacher)", "", *mnist_table(mnist_rows(args)), ""]
+    lines += ["## Notes", "",
+              "- Linear bytes: stored bytes (weights + bias + quantization state: SCB, absmax, code maps) of the "
+              "nn.Linear layers; for SmolLM2 only the decoder blocks' (the tied lm_head stays full precision, "
+              "as bitsandbytes does by default). File bytes: the export's safetensors files.",
+              "- The fp32 SmolLM2 is the packaged Q4_1 GGUF dequantized to float32, so it is both baseline and "
+              "teacher for agreement/KL; the absolute perplexity is high because the text is Elizabethan verse.",
+              "- Latency is wall clock on a shared CPU; compare ratios within one run only. On CPU bitsandbytes "
+              "has no fast int8 GEMM (it quantizes activations per call) and 4-bit layers dequantize per call, "
+              "so quantized rows are slower than fp32 here; the size win is the point on CPU.",
+              "- bitsandbytes 0.50.2's CPU 4-bit dequant kernel mis-indexes absmax when in_features % 64 != 0; "
+              "our quantize_ uses SafeLinear4bit (pure-torch dequant for those layers). SmolLM2's widths "
+              "(576, 1536) are multiples of 64, so HF rows use stock bitsandbytes layers.", ""]
     text = "\n".join(lines)
     print(text)
     RESULTS.write_text(text + "\n")

@@ -74,11 +74,11 @@ def cmd_run(args) -> int:
     except SchemaOutOfDate as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    from flows.flow import compress_model
+    from flows.flow import with_task_runner
     from flows.summary import variant_table
     from registry.config import export_dir
 
-    summary = compress_model(recipe)
+    summary = with_task_runner()(recipe)
     if args.json:
         print(json.dumps(summary, indent=2, default=str))
         return 0

@@ -106,9 +106,10 @@ def build_deployments(schedules: list[ScheduleEntry], *, base: Path = ROOT, work
     """The compression deployment ("compress-model/default", no schedule) + one deployment per schedule."""
     from prefect.schedules import Cron, Interval
 
-    from flows.flow import compress_model
+    from flows.flow import with_task_runner
     from flows.reevaluate import reevaluate_model
 
+    compress_model = with_task_runner()
     flows = {"compress": compress_model, "reevaluate": reevaluate_model}
     target = (lambda f: f.from_source(str(ROOT), _entrypoint(f))) if work_pool else (lambda f: f)  # noqa: E731
     kw = {"work_pool_name": work_pool} if work_pool else {}
@@ -214,9 +215,9 @@ def serve(*, schedules_path: str | None = None, api: bool = True, host: str = "1
         if pool:
             register_on_pool(deployments, pool)
             print(f"deployments registered on work pool {pool!r}; execute runs with: prefect worker start --pool {pool}")
-            while all(c.poll() is None for c in children) or not children:
+            while children and all(c.poll() is None for c in children):  # keep the server/API we started alive
                 time.sleep(1)
-            return 1
+            return 0 if not children else 1
         from prefect import serve as prefect_serve
 
         prefect_serve(*deployments)

@@ -13,7 +13,9 @@ the flow finishes, so a failed variant branch fails the flow after its siblings 
 from __future__ import annotations
 
 import logging
+import os
 import subprocess
+import time
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -93,13 +95,28 @@ def _api_run_id() -> int | None:
     return None
 
 
+def _wait_for_run(session, run_id: int, timeout_s: float = 30.0):
+    """The API commits its pending run right after creating the flow run; give that commit a moment."""
+    from registry.errors import NotFound
+
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            return repo.get_run(session, run_id=run_id)
+        except NotFound:
+            if time.monotonic() > deadline:
+                raise
+            session.rollback()
+            time.sleep(0.5)
+
+
 def open_run(recipe: Recipe) -> int:
     """Create the registry run (or adopt the pending one the API created) and mark it running."""
     flow_run_id = _flow_run_id()
     with session_scope() as s:
         existing = _api_run_id()
         if existing is not None:
-            run = repo.get_run(s, run_id=existing)
+            run = _wait_for_run(s, existing)
             run.flow_run_id = run.flow_run_id or flow_run_id
             run.git_commit = run.git_commit or git_commit()
             run.library_versions = run.library_versions or library_versions()
@@ -187,6 +204,25 @@ def compress_model(recipe: Recipe) -> dict[str, Any]:
     with session_scope() as s:
         repo.set_run_status(s, run_id=run_id, status="completed")
     return summary
+
+
+def with_task_runner(flow_=None):
+    """`compress_model` with the task runner SHRINKWRAP_TASK_RUNNER asks for: `threads` (default, Prefect's
+    ThreadPoolTaskRunner) or `dask` (prefect-dask: a local Dask cluster of SHRINKWRAP_DASK_WORKERS
+    single-threaded processes, for parameter sweeps with many variants)."""
+    flow_ = flow_ or compress_model
+    kind = os.environ.get("SHRINKWRAP_TASK_RUNNER", "threads")
+    if kind == "threads":
+        return flow_
+    if kind != "dask":
+        raise ValueError(f"SHRINKWRAP_TASK_RUNNER={kind!r}; expected 'threads' or 'dask'")
+    try:
+        from prefect_dask import DaskTaskRunner
+    except ImportError as err:
+        raise ImportError("SHRINKWRAP_TASK_RUNNER=dask needs prefect-dask: pip install 'shrinkwrap[dask]'") from err
+    workers = int(os.environ.get("SHRINKWRAP_DASK_WORKERS", "2"))
+    return flow_.with_options(task_runner=DaskTaskRunner(
+        cluster_kwargs={"n_workers": workers, "threads_per_worker": 1, "processes": True}))
 
 
 def export_locations(summary: dict[str, Any]) -> dict[str, Path]:

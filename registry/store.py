@@ -9,7 +9,8 @@ Crash invariant (what a SIGKILL at any moment can leave behind):
 - an Artifact row is inserted only after its blob is durable (`register_artifact`), so a committed row
   always has its blob; a crash between blob and commit leaves an *unreferenced* blob, which is harmless
   (a later registration of the same bytes reuses it) and `collect_garbage` removes it after a grace
-  period. A dedup hit refreshes the blob's mtime so garbage collection never races a registration.
+  period. A dedup hit re-verifies the stored blob (a damaged one is rewritten from the new bytes)
+  and refreshes its mtime, so garbage collection never races a registration.
 
 Directories (e.g. a Hugging Face export) are stored file by file plus a JSON manifest blob listing
 `{path, sha256, bytes}`; the manifest's sha256 names the directory. `Blob.bytes` is the payload size
@@ -150,7 +151,7 @@ class ArtifactStore:
         """fsync the temp file, then move it to its content address (or drop it if already there)."""
         target = self._local(sha)
         try:
-            if target.is_file() and target.stat().st_size == size:
+            if target.is_file() and target.stat().st_size == size and self._intact(sha):
                 os.utime(target)  # refresh mtime: protects the blob from a concurrent garbage collection
                 return Blob(sha, size, self.uri(sha))
             with open(tmp, "rb+") as fh:
@@ -162,6 +163,14 @@ class ArtifactStore:
             return Blob(sha, size, self.uri(sha))
         finally:
             tmp.unlink(missing_ok=True)
+
+    def _intact(self, sha256: str) -> bool:
+        """Whether the stored blob still hashes to its name (a damaged one is replaced by the new write)."""
+        try:
+            self.verify(sha256)
+        except ArtifactCorrupt:
+            return False
+        return True
 
     # -- reading --------------------------------------------------------------------------------
     def open(self, sha256: str) -> IO[bytes]:

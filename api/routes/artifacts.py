@@ -35,7 +35,8 @@ ArtifactIdPath = Annotated[int, Path(ge=1, le=2**31 - 1, description="artifact i
 ArtifactKind = Literal["dataset", "teacher", "soft-labels", "checkpoint", "export", "plot", "report"]
 MAX_FILE_PATH = 1024
 DOWNLOAD_RESPONSES = {
-    200: {"content": {"application/octet-stream": {}}, "description": "the bytes"},
+    200: {"content": {"application/octet-stream": {}, "application/json": {}},
+          "description": "the bytes (a directory artifact: its JSON manifest)"},
     206: {"content": {"application/octet-stream": {}}, "description": "the requested byte range"},
     304: {"description": "not modified (If-None-Match matched the sha256 ETag)"},
     416: {"model": ErrorBody, "description": "range starts past the end"},

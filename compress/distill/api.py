@@ -21,10 +21,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from compress.config import CompressConfig
-from compress.data import UNLABELLED
+from compress.data import UNLABELLED, all_finite
 from compress.distill.losses import kd_loss
 from compress.models import build_model
-from compress.train import FitReport, check_inputs, fit
+from compress.train import FitReport, fit
 
 
 @dataclass
@@ -74,6 +74,16 @@ def _output_size(student: nn.Module, x: torch.Tensor) -> int:
     return out.shape[1]
 
 
+def _check_xy(x: torch.Tensor, y: torch.Tensor) -> None:
+    """The cheap part of `compress.train.check_inputs` (which `fit` runs anyway, NaN scan included,
+    before its first step): shapes and label dtype, needed before we look at label values."""
+    if x.ndim < 2 or x.shape[0] == 0:
+        raise ValueError(f"x must be a non-empty batch of shape (N, ...), got {tuple(x.shape)}")
+    if y.ndim != 1 or y.shape[0] != x.shape[0] or y.is_floating_point() or y.is_complex():
+        raise ValueError(f"y must be a 1-D integer class tensor with {x.shape[0]} rows (one per input), got "
+                         f"shape {tuple(y.shape)} dtype {y.dtype}")
+
+
 def _check_labels(y: torch.Tensor, num_classes: int, *, allow_unlabelled: bool) -> None:
     low = UNLABELLED if allow_unlabelled else 0
     bad = ((y < 0) & (y != low)) | (y >= num_classes)
@@ -95,13 +105,13 @@ def distill(student: nn.Module, x: torch.Tensor, y: torch.Tensor | None, teacher
     if teacher_logits.ndim != 2 or teacher_logits.shape[0] != x.shape[0]:
         raise ValueError(f"teacher_logits must be (N, C) with N={x.shape[0]} (one row per input), got "
                          f"{tuple(teacher_logits.shape)}")
-    if not torch.isfinite(teacher_logits).all():
+    if not all_finite(teacher_logits):
         raise ValueError("teacher_logits contain NaN or inf; regenerate the soft labels")
     if y is None:
         if config.alpha > 0:
             raise ValueError(f"distill without labels needs alpha=0, got alpha={config.alpha}")
         y = torch.full((x.shape[0],), UNLABELLED, dtype=torch.int64)
-    check_inputs(x, y)
+    _check_xy(x, y)
     num_classes = teacher_logits.shape[1]
     out = _output_size(student, x)
     if out != num_classes:
@@ -124,7 +134,7 @@ def train_scratch(student: nn.Module, x: torch.Tensor, y: torch.Tensor, config: 
                   progress: str | None = None) -> FitReport:
     """The baseline arm: the same loop, optimiser, epochs and batch order as `distill`, on hard labels
     only (temperature and alpha are ignored)."""
-    check_inputs(x, y)
+    _check_xy(x, y)
     _check_labels(y, _output_size(student, x), allow_unlabelled=False)
     return fit(student, x, y, epochs=config.epochs, batch_size=config.batch_size, lr=config.lr, seed=config.seed,
                optimizer=config.optimizer, weight_decay=config.weight_decay,

@@ -16,6 +16,7 @@ from safetensors import SafetensorError
 from safetensors.torch import safe_open, save_file
 from torch import nn
 
+from compress.data import all_finite
 from compress.evaluate.classification import predict_logits
 
 LOGITS_KEY = "logits"
@@ -25,10 +26,10 @@ def soft_labels(teacher: nn.Module, x: torch.Tensor, batch_size: int = 1024) -> 
     """Teacher logits on x, batched in eval mode without gradients: (N, C) float32 on CPU."""
     if x.ndim < 2 or x.shape[0] == 0:
         raise ValueError(f"soft_labels needs a non-empty batch x of shape (N, ...), got {tuple(x.shape)}")
-    if not torch.isfinite(x).all():
+    if not all_finite(x):
         raise ValueError("soft_labels input x contains NaN or inf; clean the transfer set first")
     logits = predict_logits(teacher, x, batch_size=batch_size)  # (N, C)
-    if not torch.isfinite(logits).all():
+    if not all_finite(logits):
         raise ValueError("the teacher produced NaN or inf logits; check its weights and input scaling")
     return logits
 

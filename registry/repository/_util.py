@@ -9,7 +9,7 @@ from sqlalchemy import Select, func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from registry.errors import AlreadyExists, InvalidState
+from registry.errors import AlreadyExists, InvalidState, NotFound
 
 T = TypeVar("T")
 MAX_LIMIT = 1000
@@ -39,4 +39,12 @@ def insert_unique(session: Session, make: Callable[[], T], what: str) -> T:
             session.flush()
     except IntegrityError as err:
         raise AlreadyExists(f"{what} already exists") from err
+    return row
+
+
+def get_row(session: Session, model: type[T], row_id: int, message: str) -> T:
+    """`session.get(model, row_id)`, or NotFound(message)."""
+    row = session.get(model, row_id)
+    if row is None:
+        raise NotFound(message)
     return row

@@ -21,7 +21,7 @@ from sqlalchemy.orm import Session
 
 from registry.errors import InvalidState, NotFound
 from registry.models import ARTIFACT_KINDS, Artifact, ArtifactEdge, StageRun
-from registry.repository._util import paginate
+from registry.repository._util import get_row, paginate
 from registry.store import ArtifactStore, Blob
 
 GC_GRACE_SECONDS = 3600.0  # longer than any transaction between writing a blob and committing its row
@@ -77,10 +77,7 @@ def add_edge(session: Session, *, parent_id: int, child_id: int, stage: str | No
 
 
 def get_artifact(session: Session, *, artifact_id: int) -> Artifact:
-    row = session.get(Artifact, artifact_id)
-    if row is None:
-        raise NotFound(f"artifact {artifact_id} not found")
-    return row
+    return get_row(session, Artifact, artifact_id, f"artifact {artifact_id} not found")
 
 
 def list_artifacts(session: Session, *, kind: str | None = None, stage_run_id: int | None = None,

@@ -6,7 +6,7 @@ from __future__ import annotations
 import math
 from numbers import Real
 
-from sqlalchemy import insert, select
+from sqlalchemy import insert, or_, select
 from sqlalchemy.orm import Session
 
 from registry.errors import InvalidState
@@ -57,8 +57,6 @@ def latest_values(session: Session, *, artifact_id: int | None = None,
         cond.append(Metric.version_id == version_id)
     if not cond:
         return {}
-    from sqlalchemy import or_
-
     out: dict[str, float] = {}
     for name, value in session.execute(select(Metric.name, Metric.value).where(or_(*cond)).order_by(Metric.id)):
         out[name] = value

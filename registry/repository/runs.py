@@ -16,7 +16,7 @@ from sqlalchemy.orm import Session
 
 from registry.errors import InvalidState, NotFound
 from registry.models import RUN_STATUSES, RUN_TERMINAL, STAGE_STATUSES, PipelineRun, StageRun, utcnow
-from registry.repository._util import paginate
+from registry.repository._util import get_row, paginate
 
 _NEXT = {"pending": {"running", *RUN_TERMINAL}, "running": set(RUN_TERMINAL)}
 
@@ -43,10 +43,8 @@ def create_run(session: Session, *, recipe: dict, flow_run_id: str | None = None
 
 
 def get_run(session: Session, *, run_id: int) -> PipelineRun:
-    run = session.get(PipelineRun, run_id)
-    if run is None:
-        raise NotFound(f"pipeline run {run_id} not found; list runs with `shrinkwrap runs` or GET /runs")
-    return run
+    return get_row(session, PipelineRun, run_id,
+                   f"pipeline run {run_id} not found; list runs with `shrinkwrap runs` or GET /runs")
 
 
 def get_run_by_flow_run_id(session: Session, *, flow_run_id: str) -> PipelineRun:
@@ -100,10 +98,7 @@ def start_stage(session: Session, *, run_id: int, name: str, params_hash: str | 
 
 
 def get_stage(session: Session, *, stage_id: int) -> StageRun:
-    stage = session.get(StageRun, stage_id)
-    if stage is None:
-        raise NotFound(f"stage run {stage_id} not found")
-    return stage
+    return get_row(session, StageRun, stage_id, f"stage run {stage_id} not found")
 
 
 def finish_stage(session: Session, *, stage_id: int, status: str = "completed", outputs: dict | None = None,

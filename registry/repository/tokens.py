@@ -8,9 +8,9 @@ import secrets
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from registry.errors import InvalidState, NotFound
+from registry.errors import InvalidState
 from registry.models import ApiToken, utcnow
-from registry.repository._util import paginate
+from registry.repository._util import get_row, paginate
 
 TOKEN_PREFIX = "sw_"  # noqa: S105 (a public prefix, not a secret)
 
@@ -46,10 +46,7 @@ def verify_token(session: Session, *, token: str) -> ApiToken | None:
 
 
 def get_token(session: Session, *, token_id: int) -> ApiToken:
-    row = session.get(ApiToken, token_id)
-    if row is None:
-        raise NotFound(f"API token {token_id} not found")
-    return row
+    return get_row(session, ApiToken, token_id, f"API token {token_id} not found; list tokens with `shrinkwrap token list`")
 
 
 def list_tokens(session: Session, *, include_revoked: bool = False, limit: int = 100,

@@ -10,7 +10,7 @@ from fastapi.testclient import TestClient
 
 import registry.repository as repo
 from api.main import create_app
-from api.settings import ApiSettings
+from api.settings import ApiSettings, default_deployment
 from registry.session import dispose_engines, init_db, make_engine, session_scope
 
 
@@ -89,3 +89,14 @@ def sqlite_admin(sqlite_db) -> dict[str, str]:
 @pytest.fixture
 def seed(api_db, tmp_path) -> Seed:
     return seed_registry(api_db, tmp_path / "artifacts", tmp_path)
+
+
+@pytest.fixture(scope="session")
+def deployment(prefect):
+    """The real compression flow registered as deployment `compress-model/default` on the test Prefect
+    server (never executed: no runner serves it), so POST /runs creates real, scheduled flow runs."""
+    from flows.flow import compress_model
+
+    name = default_deployment()
+    compress_model.to_deployment(name=name.split("/", 1)[1]).apply()
+    return name

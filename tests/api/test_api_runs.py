@@ -9,7 +9,6 @@ from api_testing import assert_error
 
 from api import prefect_runs
 from api.errors import ApiError
-from api.settings import default_deployment
 
 
 def test_list_and_detail(client, admin, seed):
@@ -26,16 +25,6 @@ def test_list_and_detail(client, admin, seed):
                       headers=admin).json()
     assert page["count"] == 2 and page["data"][0]["value"] == 0.3 and page["data"][0]["step"] == 2
     assert_error(client.get("/runs/424242", headers=admin), 404, "not_found")
-
-
-@pytest.fixture(scope="module")
-def deployment(prefect):
-    """The real compression flow registered as deployment `compress-model/default` (not executed)."""
-    from flows.flow import compress_model
-
-    name = default_deployment()
-    compress_model.to_deployment(name=name.split("/", 1)[1]).apply()
-    return name
 
 
 RECIPE = {"name": "api-test", "dataset": {"name": "mnist", "n_train": 100}}

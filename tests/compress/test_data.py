@@ -16,7 +16,7 @@ def test_mnist_is_60k_pool_and_10k_test(mnist):
     assert mnist.x_train.shape == (60000, 1, 28, 28) and mnist.x_test.shape == (10000, 1, 28, 28)
     assert mnist.input_shape == (1, 28, 28) and mnist.num_classes == 10
     assert mnist.x_train.dtype == torch.float32 and mnist.y_train.dtype == torch.int64
-    assert 0.0 <= mnist.x_train.min() and mnist.x_train.max() <= 1.0
+    assert mnist.x_train.min() >= 0.0 and mnist.x_train.max() <= 1.0
     assert set(mnist.y_test.unique().tolist()) == set(range(10))
 
 

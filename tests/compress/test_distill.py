@@ -118,7 +118,7 @@ def small_mnist():
     data = load_dataset("mnist")
     ts = transfer_set(data, 500, 2000, seed=0)
     teacher = load_packaged_teacher()
-    x_test, y_test = data.x_test[:2000], data.y_test[:2000]
+    x_test, y_test = data.x_test[:1000], data.y_test[:1000]
     return ts, soft_labels(teacher, ts.x_transfer), x_test, y_test, soft_labels(teacher, x_test)
 
 

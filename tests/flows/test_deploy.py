@@ -48,19 +48,23 @@ def test_scheduled_deployment_produces_a_run(first_run, monkeypatch):
     entry = ScheduleEntry(name="test-reevaluate", flow="reevaluate", interval=2,
                           parameters={"model": "mnist-test", "alias": "staging"})
     deployment = build_deployments([entry])[1]
-    deployment_id = deployment.apply()
-    with get_client(sync_client=True) as client:
-        # what the server's scheduler service does on its loop: turn the schedule into flow runs
-        client._client.post(f"/deployments/{deployment_id}/schedule", json={"max_runs": 1}).raise_for_status()
-        scheduled = client.read_flow_runs(deployment_filter=DeploymentFilter(id=DeploymentFilterId(any_=[deployment_id])))
-    assert [r.state_name for r in scheduled] == ["Scheduled"]
 
-    async def execute_due_runs():
+    async def schedule_and_execute():
+        from prefect.client.orchestration import get_client as get_async_client
+
         runner = Runner(query_seconds=1)
-        await runner.add_deployment(deployment)
-        await runner.start(run_once=True)
+        deployment_id = await runner.aadd_deployment(deployment)  # applies it (a re-apply resets schedules)
+        async with get_async_client() as client:
+            # what the server's scheduler service does on its loop: turn the schedule into flow runs
+            response = await client._client.post(f"/deployments/{deployment_id}/schedule", json={"max_runs": 1})
+            response.raise_for_status()
+            scheduled = await client.read_flow_runs(
+                deployment_filter=DeploymentFilter(id=DeploymentFilterId(any_=[deployment_id])))
+        await runner.start(run_once=True)  # executes the runs that are due, then pauses the deployment
+        return scheduled
 
-    asyncio.run(execute_due_runs())
+    scheduled = asyncio.run(schedule_and_execute())
+    assert [r.state_name for r in scheduled] == ["Scheduled"]
     with get_client(sync_client=True) as client:
         done = client.read_flow_run(scheduled[0].id)
     assert done.state_name == "Completed", done.state

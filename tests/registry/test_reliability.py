@@ -5,56 +5,33 @@ number; a SIGKILL at the dangerous moments of an artifact registration leaves no
 from __future__ import annotations
 
 import hashlib
+import multiprocessing
 import os
-import selectors
 import signal
-import subprocess
-import sys
-import time
-from pathlib import Path
 
 import pytest
+import registry_workers
 from sqlalchemy import func, select
 
 import registry.repository as repo
 from registry.models import Artifact, ArtifactEdge, Metric, ModelVersion, PipelineRun, StageRun
 from registry.session import session_scope
 
-WORKER = Path(__file__).with_name("worker.py")
-ROOT = Path(__file__).resolve().parents[2]
-PROCESSES, ITERATIONS = 8, 3
-
-
-def _spawn(*args: str) -> subprocess.Popen:
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    return subprocess.Popen([sys.executable, str(WORKER), *args], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, env=env)
-
-
-def _wait_for_ready(proc: subprocess.Popen, deadline_s: float = 60.0) -> None:
-    """Poll the child's stdout for READY until a deadline (no sleeps)."""
-    sel = selectors.DefaultSelector()
-    sel.register(proc.stdout, selectors.EVENT_READ)
-    end = time.monotonic() + deadline_s
-    while time.monotonic() < end:
-        if sel.select(timeout=end - time.monotonic()):
-            line = proc.stdout.readline()
-            if line.strip() == "READY":
-                return
-            if not line:  # EOF: the child died
-                raise AssertionError(f"worker exited early (rc={proc.wait()}): {proc.stderr.read()}")
-    proc.kill()
-    raise AssertionError("worker never reached its crash point")
+PROCESSES, ITERATIONS = 8, 5
+FORK = multiprocessing.get_context("fork")  # real OS processes that skip re-importing the stack
 
 
 def test_concurrent_writers_lose_nothing(url, tmp_path):
     root = tmp_path / "artifacts"
     with session_scope(url) as s:
         repo.create_model(s, name="shared")
-    procs = [_spawn("record", url, str(root), str(w), str(ITERATIONS)) for w in range(PROCESSES)]
+    procs = [FORK.Process(target=registry_workers.record, args=(url, str(root), w, ITERATIONS))
+             for w in range(PROCESSES)]
     for p in procs:
-        out, err = p.communicate(timeout=120)
-        assert p.returncode == 0, err
+        p.start()
+    for p in procs:
+        p.join(timeout=120)
+        assert p.exitcode == 0, f"writer {p.name} failed (exit code {p.exitcode}); its traceback is above"
     n = PROCESSES * ITERATIONS
     with session_scope(url) as s:
         count = lambda model: s.scalar(select(func.count()).select_from(model))  # noqa: E731
@@ -85,15 +62,16 @@ def test_sigkill_mid_registration_leaves_no_half_artifact(url, tmp_path, point):
     sha = hashlib.sha256(data).hexdigest()
     src = tmp_path / "ckpt.pt"
     src.write_bytes(data)
-    proc = _spawn("crash", url, str(root), point, str(src))
+    ready = FORK.Event()
+    proc = FORK.Process(target=registry_workers.crash, args=(url, str(root), point, str(src), ready))
+    proc.start()
     try:
-        _wait_for_ready(proc)
+        reached = ready.wait(timeout=60)  # returns as soon as the child is at its crash point
     finally:
         os.kill(proc.pid, signal.SIGKILL)
-        proc.wait(timeout=30)
-        proc.stdout.close()
-        proc.stderr.close()
-    assert proc.returncode == -signal.SIGKILL
+        proc.join(timeout=30)
+    assert reached, f"the writer never reached {point} (exit code {proc.exitcode})"
+    assert proc.exitcode == -signal.SIGKILL
     store = repo_store(root)
     with session_scope(url) as s:
         rows = list(s.scalars(select(Artifact)))
@@ -114,3 +92,22 @@ def test_sigkill_mid_registration_leaves_no_half_artifact(url, tmp_path, point):
         assert list(store.iter_blobs()) == [] and list((root / "tmp").iterdir()) == []
         art = repo.register_artifact(s, store, kind="checkpoint", path=src, format="pt")  # a retry works
     assert store.verify(art.sha256) == len(data)
+
+
+def test_fsck_and_gc_commands(url, tmp_path, capsys):
+    from flows.cli import main as shrinkwrap
+
+    root = tmp_path / "artifacts"
+    store = repo_store(root)
+    src = tmp_path / "a.bin"
+    src.write_bytes(b"kept")
+    with session_scope(url) as s:
+        kept = repo.register_artifact(s, store, kind="checkpoint", path=src, format="pt")
+        gone = repo.register_blob(s, blob=store.put_bytes(b"lost"), kind="checkpoint", format="pt")
+    orphan = store.put_bytes(b"nobody references me")
+    store.delete(gone.sha256)  # simulate a lost file: a row without its blob
+    assert shrinkwrap(["db", "fsck", "--url", url, "--root", str(root)]) == 1
+    out = capsys.readouterr().out
+    assert f"[{gone.id}]" in out and "1 unreferenced blob" in out
+    assert shrinkwrap(["db", "gc", "--url", url, "--root", str(root), "--grace-seconds", "0"]) == 0
+    assert not store.exists(orphan.sha256) and store.verify(kept.sha256) == 4

@@ -65,11 +65,12 @@ def test_corrupted_blob_detected_on_every_read_path(store, make_file, tmp_path, 
     assert not dest.exists() and list(dest.parent.iterdir()) == []  # no partial copy left behind
 
 
-def test_re_registering_repairs_a_damaged_blob(store, make_file):
+@pytest.mark.parametrize("damaged", [b"short", b"b" * 100])
+def test_re_registering_repairs_a_damaged_blob(store, damaged):
     data = b"a" * 100
     blob = store.put_bytes(data)
-    _corrupt(store.path(blob.sha256, verify=False), b"short")
-    store.put_bytes(data)  # size differs from the expected one: rewritten
+    _corrupt(store.path(blob.sha256, verify=False), damaged)
+    store.put_bytes(data)  # the dedup check sees the damage and writes the good bytes again
     assert store.verify(blob.sha256) == 100
 
 

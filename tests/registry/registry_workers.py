@@ -1,32 +1,27 @@
-"""Subprocess body for the reliability tests (run as a script, not collected by pytest).
+"""Process bodies for the reliability tests (forked by test_reliability.py; not collected by pytest).
 
-    python worker.py record URL ROOT WORKER ITERATIONS   record runs/stages/artifacts/metrics/versions
-    python worker.py crash URL ROOT POINT FILE            register FILE, print READY at POINT, then block
-
-Crash points: `before-rename` (blob bytes written to the temp file, not yet moved into place),
+`record`: one writer recording runs, stages, artifacts, metrics and versions, one transaction each.
+`crash`: register one file, set `ready` at a crash point, then block until the parent SIGKILLs it.
+Crash points: `before-rename` (blob bytes in the temp file, not yet moved into place),
 `before-commit` (blob durable, row flushed but not committed), `after-commit` (both durable).
-The parent SIGKILLs the process once it prints READY.
 """
 
 from __future__ import annotations
 
 import os
 import signal
-import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
-
-import registry.repository as repo  # noqa: E402
-import registry.store  # noqa: E402
-from registry.session import session_scope  # noqa: E402
-from registry.store import ArtifactStore  # noqa: E402
+import registry.repository as repo
+import registry.store
+from registry.session import session_scope
+from registry.store import ArtifactStore
 
 METRICS_PER_STAGE = 25
 
 
-def _ready_and_block() -> None:
-    print("READY", flush=True)
+def _ready_and_block(ready) -> None:
+    ready.set()
     while True:  # wait for SIGKILL from the parent
         signal.pause()
 
@@ -55,31 +50,21 @@ def record(url: str, root: str, worker: int, iterations: int) -> None:
             repo.set_run_status(s, run_id=run.id, status="completed")
 
 
-def crash(url: str, root: str, point: str, file: str) -> None:
+def crash(url: str, root: str, point: str, file: str, ready) -> None:
     store = ArtifactStore(root)
     if point == "before-rename":
         real_replace = os.replace
 
         def replace_then_block(src, dst):
             if str(dst).startswith(str(store.root / "sha256")):
-                _ready_and_block()
+                _ready_and_block(ready)
             real_replace(src, dst)
 
         registry.store.os.replace = replace_then_block
     with session_scope(url) as s:
         repo.register_artifact(s, store, kind="checkpoint", path=file, format="pt")
         if point == "before-commit":
-            _ready_and_block()
+            _ready_and_block(ready)
     if point == "after-commit":
-        _ready_and_block()
+        _ready_and_block(ready)
     raise SystemExit(f"unknown crash point {point!r}")
-
-
-if __name__ == "__main__":
-    mode, *rest = sys.argv[1:]
-    if mode == "record":
-        record(rest[0], rest[1], int(rest[2]), int(rest[3]))
-    elif mode == "crash":
-        crash(*rest)
-    else:
-        raise SystemExit(f"unknown mode {mode!r}; use record or crash")
