@@ -148,7 +148,7 @@ def register_on_pool(deployments: list[dict], pool: str) -> list[str]:
     ids = []
     for spec in deployments:
         flow_ = spec.pop("flow")
-        ids.append(str(flow_.deploy(build=False, push=False, print_next_steps=False, **spec)))
+        ids.append(str(flow_.deploy(build=False, push=False, print_next_steps=False, ignore_warnings=True, **spec)))
     return ids
 
 

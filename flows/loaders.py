@@ -220,6 +220,11 @@ def final_export(recipe: Recipe, variant: QuantVariant, pruned_id: int, *, metri
     steps = [{"step": role, "artifact": aid, "sha256": shas[role][:16]} for role, aid in lineage.items()
              if aid is not None]
     steps.append({"step": f"quantize[{variant.name}]", "technique": variant.technique})
+    if recipe.task == "causal_lm":
+        from flows import llm_loaders
+
+        return llm_loaders.quantized_export(recipe, variant, pruned_id, dest, metrics=metrics, lineage=steps,
+                                            overwrite=True)
     return quantized_export(recipe, variant, pruned_id, dest, metrics=metrics, lineage=steps, overwrite=True)
 
 

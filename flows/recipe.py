@@ -167,6 +167,7 @@ class PruneParams(_Strict):
     rounds: int = Field(2, ge=1)
     epochs: int = Field(1, ge=0, description="fine-tune epochs per round")
     rewind: bool = False
+    ignore: list[str] = Field(default_factory=list, description="module-name patterns left dense, e.g. [lm_head]")
     lr: float = Field(1e-3, gt=0)
     batch_size: int = Field(128, ge=1)
 
@@ -181,8 +182,8 @@ class PruneParams(_Strict):
 
         if self.technique == "sap":
             return _build("prune", PQIPruneConfig, p=self.p, q=self.q, eta=self.eta, gamma=self.gamma,
-                          beta=self.beta, scope=self.scope)
-        return _build("prune", MagnitudePruneConfig, amount=self.amount, scope=self.scope)
+                          beta=self.beta, scope=self.scope, ignore=tuple(self.ignore))
+        return _build("prune", MagnitudePruneConfig, amount=self.amount, scope=self.scope, ignore=tuple(self.ignore))
 
 
 QUANT_TECHNIQUES = ("none", "int8", "nf4", "fp4")
@@ -250,12 +251,59 @@ class PromoteParams(_Strict):
     gates: list[GateParams] = Field(default_factory=list)
 
 
+class LLMParams(_Strict):
+    """The causal-LM path (`task: causal_lm`): SmolLM2 (or a local / hub causal LM) teacher, generated
+    (prompt, response) data from a corpus, a shallower Llama student distilled on it (sequence-level CE +
+    token-level KD on the teacher's top-k logits), then the shared prune / quantize / evaluate / export.
+    The classification sections dataset / teacher / student / distill are not used on this path."""
+
+    teacher: str = Field("smollm2", description="'smollm2' (packaged SmolLM2-135M-Instruct), a folder or a hub id")
+    dtype: Literal["float32", "bfloat16", "float16"] = "float32"
+    corpus: str = Field("shakespeare", description="prompt source: shakespeare | kjv | a JSONL file of prompts")
+    n_prompts: int = Field(64, ge=1)
+    n_heldout: int = Field(16, ge=1, description="held-out corpus passages for perplexity / agreement")
+    max_new_tokens: int = 48
+    temperature: float = 0.7
+    top_p: float = 0.9
+    gen_batch_size: int = 8
+    top_k_logits: int = Field(8, description="teacher top-k logits stored per token for token-level KD (0: none)")
+    student_layers: int = Field(4, ge=1)
+    student_hidden: int | None = Field(None, description="None: the teacher's width")
+    init_from_teacher: bool = True
+    steps: int = Field(50, ge=1, description="distillation optimizer steps")
+    batch_size: int = 4
+    lr: float = 2e-4
+    kd_temperature: float = 2.0
+    kd_weight: float = 0.5
+    max_length: int = 256
+
+    @model_validator(mode="after")
+    def _valid_configs(self):
+        self.generate_config()
+        self.distill_config()
+        return self
+
+    def generate_config(self, seed: int = 0):
+        from compress.llm.generate import GenerateConfig
+
+        return _build("llm", GenerateConfig, max_new_tokens=self.max_new_tokens, temperature=self.temperature,
+                      top_p=self.top_p, seed=seed, batch_size=self.gen_batch_size, top_k_logits=self.top_k_logits)
+
+    def distill_config(self, seed: int = 0):
+        from compress.llm.distill import LMDistillConfig
+
+        return _build("llm", LMDistillConfig, max_steps=self.steps, lr=self.lr, batch_size=self.batch_size,
+                      temperature=self.kd_temperature, kd_weight=self.kd_weight, max_length=self.max_length,
+                      seed=seed)
+
+
 class Recipe(_Strict):
     """A whole compression job. `name` is the registry model name the variants are registered under."""
 
     name: str = Field(..., min_length=1, max_length=100, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
     description: str | None = None
     seed: int = 0
+    task: Literal["classification", "causal_lm"] = "classification"
     dataset: DatasetParams = Field(default_factory=DatasetParams)
     teacher: TeacherParams = Field(default_factory=TeacherParams)
     teacher_data: TeacherDataParams = Field(default_factory=TeacherDataParams)
@@ -266,9 +314,14 @@ class Recipe(_Strict):
     evaluate: EvaluateParams = Field(default_factory=EvaluateParams)
     export: ExportParams = Field(default_factory=ExportParams)
     promote: PromoteParams = Field(default_factory=PromoteParams)
+    llm: LLMParams | None = Field(None, description="the causal-LM path's settings (task: causal_lm)")
 
     @model_validator(mode="after")
     def _consistent(self):
+        if self.task == "causal_lm" and self.llm is None:
+            self.llm = LLMParams()
+        if self.task == "classification" and self.llm is not None:
+            raise ValueError("the llm section is for task: causal_lm; remove it or set task: causal_lm")
         if self.distill.enabled and not (self.teacher.enabled and self.teacher_data.enabled):
             raise ValueError("distill needs teacher and teacher_data enabled; enable them or set "
                              "distill.enabled: false (the student then trains from scratch)")

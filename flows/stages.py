@@ -17,7 +17,7 @@ from typing import Any
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
-from flows import loaders
+from flows import llm_loaders, loaders
 from flows.recipe import QuantVariant, Recipe
 from flows.record import artifact_path, run_stage
 
@@ -28,6 +28,10 @@ STAGE_TIMEOUTS = {"dataset": 600, "teacher": 3600, "teacher_data": 1800, "distil
 def _task(name: str, *, retries: int = 0):
     return task(name=name, retries=retries, retry_delay_seconds=2, timeout_seconds=STAGE_TIMEOUTS[name],
                 cache_policy=NO_CACHE, persist_result=False)
+
+
+def _loaders(recipe: Recipe):
+    return llm_loaders if recipe.task == "causal_lm" else loaders
 
 
 def _sha256_file(path: str) -> str:
@@ -44,7 +48,14 @@ def dataset_stage(run_id: int, recipe: Recipe) -> dict[str, Any]:
     if recipe.dataset.path:  # a user file: its content, not its name, decides reuse
         params["path"], params["source_sha256"] = None, _sha256_file(recipe.dataset.path)
 
+    if recipe.task == "causal_lm":
+        params = {**recipe.llm.model_dump(include={"corpus", "n_prompts", "n_heldout"}), "seed": recipe.seed}
+
     def body(ctx):
+        if recipe.task == "causal_lm":
+            ctx.register("dataset", kind="dataset", path=llm_loaders.dataset_manifest(recipe, ctx.workdir),
+                         format="corpus+json", metadata={"task": "causal_lm", "corpus": recipe.llm.corpus})
+            return {}
         manifest = loaders.write_dataset_manifest(recipe, ctx.workdir)
         source = recipe.dataset.path if recipe.dataset.name == "npz" else manifest
         fmt = "npz" if recipe.dataset.name == "npz" else "dataset-manifest+json"
@@ -60,7 +71,15 @@ def teacher_stage(run_id: int, recipe: Recipe, dataset_id: int) -> dict[str, Any
     if recipe.teacher.source == "path":
         params["path_sha256"] = loaders.path_digest(recipe.teacher.path)
 
+    if recipe.task == "causal_lm":
+        params = recipe.llm.model_dump(include={"teacher", "dtype"})
+
     def body(ctx):
+        if recipe.task == "causal_lm":
+            path = llm_loaders.teacher_manifest(recipe, ctx.workdir)
+            ctx.register("teacher", kind="teacher", path=path, format="hf-source+json", parents=[dataset_id],
+                         metadata=loaders.read_json(path))
+            return {}
         data = loaders.load_data(dataset_id)
         model = loaders.make_teacher(recipe, data)
         metrics = loaders.test_metrics(model, dataset_id)
@@ -78,7 +97,14 @@ def teacher_data_stage(run_id: int, recipe: Recipe, dataset_id: int, teacher_id:
 
     params = {**recipe.teacher_data.model_dump(), "n_train": recipe.dataset.n_train, "seed": recipe.seed}
 
+    if recipe.task == "causal_lm":
+        params = {**recipe.llm.model_dump(), "seed": recipe.seed}
+
     def body(ctx):
+        if recipe.task == "causal_lm":
+            path = llm_loaders.generate(recipe, dataset_id, teacher_id, ctx.workdir)
+            ctx.register("soft_labels", kind="dataset", path=path, format="jsonl", parents=[dataset_id, teacher_id])
+            return {}
         ts = loaders.transfer(recipe, dataset_id)
         logits = soft_labels(loaders.load_model(teacher_id), ts.x_transfer, batch_size=recipe.teacher_data.batch_size)
         path = save_soft_labels(ctx.workdir / "soft_labels.safetensors", logits,
@@ -97,10 +123,16 @@ def distill_stage(run_id: int, recipe: Recipe, dataset_id: int, soft_labels_id: 
     params = {**recipe.distill.model_dump(), "student": recipe.student.model_dump(), "seed": recipe.seed,
               "n_train": recipe.dataset.n_train, "n_transfer": recipe.teacher_data.n_transfer}
 
+    if recipe.task == "causal_lm":
+        params = {**recipe.llm.model_dump(), "seed": recipe.seed}
+
     def body(ctx):
-        student, metrics = loaders.train_student(recipe, dataset_id, soft_labels_id, teacher_id)
-        path = loaders.save_checkpoint(student, ctx.workdir / "student")
-        ctx.register("checkpoint", kind="checkpoint", path=path, format="safetensors+spec",
+        if recipe.task == "causal_lm":
+            path, metrics = llm_loaders.train_student(recipe, dataset_id, soft_labels_id, teacher_id, ctx.workdir)
+        else:
+            student, metrics = loaders.train_student(recipe, dataset_id, soft_labels_id, teacher_id)
+            path = loaders.save_checkpoint(student, ctx.workdir / "student")
+        ctx.register("checkpoint", kind="checkpoint", path=path, format="hf" if recipe.task == "causal_lm" else "safetensors+spec",
                      parents=[soft_labels_id or dataset_id], metrics=metrics)
         return {"metrics": metrics}
 
@@ -114,6 +146,10 @@ def prune_stage(run_id: int, recipe: Recipe, dataset_id: int, checkpoint_id: int
     params = {**recipe.prune.model_dump(), "seed": recipe.seed, "n_train": recipe.dataset.n_train}
 
     def body(ctx):
+        if recipe.task == "causal_lm":
+            path, metrics = llm_loaders.prune_model(recipe, dataset_id, checkpoint_id, teacher_id, ctx.workdir)
+            ctx.register("checkpoint", kind="checkpoint", path=path, format="hf", parents=[checkpoint_id], metrics=metrics)
+            return {"metrics": metrics}
         model, rounds, plot = loaders.prune_model(recipe, dataset_id, checkpoint_id, ctx.workdir)
         for r in rounds:
             ctx.log({"retained_fraction": r.retained_fraction, **r.metrics}, step=r.round)
@@ -136,7 +172,7 @@ def quantize_stage(run_id: int, recipe: Recipe, variant: QuantVariant, checkpoin
     params = {**variant.model_dump(), "sparse": recipe.export.sparse}
 
     def body(ctx):
-        path = loaders.quantized_export(recipe, variant, checkpoint_id, ctx.workdir / variant.name)
+        path = _loaders(recipe).quantized_export(recipe, variant, checkpoint_id, ctx.workdir / variant.name)
         ctx.register("checkpoint", kind="checkpoint", path=path, format=f"export-{variant.technique}",
                      parents=[checkpoint_id], metadata={"variant": variant.name, "technique": variant.technique})
         return {}
@@ -152,7 +188,8 @@ def evaluate_stage(run_id: int, recipe: Recipe, variant: QuantVariant, quantized
     params = recipe.evaluate.model_dump() | {"n_test": recipe.dataset.n_test}
 
     def body(ctx):
-        metrics = loaders.evaluate_export(recipe, artifact_path(checkpoint_id, ctx.workdir), dataset_id, teacher_id)
+        metrics = _loaders(recipe).evaluate_export(recipe, artifact_path(checkpoint_id, ctx.workdir), dataset_id,
+                                                   teacher_id)
         ctx.log(metrics)
         return {"metrics": metrics}
 

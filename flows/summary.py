@@ -11,6 +11,8 @@ COLUMNS = (  # (metric, header, format)
     ("accuracy", "accuracy %", lambda v: f"{100 * v:.2f}"),
     ("agreement", "agreement %", lambda v: f"{100 * v:.2f}"),
     ("kl_to_teacher", "KL", lambda v: f"{v:.4f}"),
+    ("perplexity", "perplexity", lambda v: f"{v:.2f}"),
+    ("tokens_per_s", "tokens/s", lambda v: f"{v:.1f}"),
     ("file_bytes", "file KiB", lambda v: f"{v / 1024:.1f}"),
     ("weight_bytes", "weight KiB", lambda v: f"{v / 1024:.1f}"),
     ("latency_p50_ms", "p50 ms", lambda v: f"{v:.3f}"),
@@ -21,16 +23,18 @@ COLUMNS = (  # (metric, header, format)
 def variant_table(summary: dict[str, Any]) -> str:
     """Markdown: one row per variant with its registry version and the metrics it has."""
     versions = ((summary.get("registered") or {}).get("versions")) or {}
+    present = {k for v in summary["variants"].values() for k in (v.get("metrics") or {})}
+    columns = [c for c in COLUMNS if c[0] in present] or list(COLUMNS)
     promoted = ((summary.get("registered") or {}).get("promoted")) or {}
-    head = "| variant | technique | version | " + " | ".join(h for _, h, _ in COLUMNS) + " |"
-    sep = "|---|---|---:|" + "---:|" * len(COLUMNS)
+    head = "| variant | technique | version | " + " | ".join(h for _, h, _ in columns) + " |"
+    sep = "|---|---|---:|" + "---:|" * len(columns)
     rows = []
     for name, v in summary["variants"].items():
         m = v.get("metrics") or {}
         version = versions.get(name, "-")
         if promoted and promoted.get("variant") == name:
             version = f"{version} ({promoted['alias']})"
-        cells = [fmt(m[key]) if key in m else "-" for key, _, fmt in COLUMNS]
+        cells = [fmt(m[key]) if key in m else "-" for key, _, fmt in columns]
         rows.append(f"| {name} | {v['technique']} | {version} | " + " | ".join(cells) + " |")
     return "\n".join([head, sep, *rows])
 

@@ -8,7 +8,7 @@ every run: reusing one across runs or sample sizes leaks training from one arm i
 
 Example:
     student = make_student({"arch": "mlp", "in_features": 784, "hidden": [128], "num_classes": 10}, seed=0)
-    report = distill(student, x, y, teacher_logits, KDConfig(temperature=4.0, alpha=0.1, epochs=20))
+    report = distill(student, x, y, teacher_logits, KDConfig(temperature=20.0, alpha=0.1, epochs=20))
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ from compress.train import FitReport, fit
 
 @dataclass
 class KDConfig(CompressConfig):
-    temperature: float = 4.0  # softens the teacher's near-one-hot MNIST outputs so the dark knowledge shows
+    temperature: float = 20.0  # Hinton's MNIST value; best of {4, 20, 50} within 0.6 pt on our MNIST validation
     alpha: float = 0.1  # weight of the hard-label CE; the paper found a small hard weight best
     epochs: int = 20
     batch_size: int = 128

@@ -131,7 +131,8 @@ def _rank(model: nn.Module, g: _Group) -> tuple[torch.Tensor, int]:
     else:
         bias = prods[0].bias
         f_b = _activation(model, g, bias) if bias is not None else torch.zeros(n)
-        constant_ok = zero_row & ((f_b == 0) | isinstance(consumer, nn.Linear))
+        foldable = isinstance(consumer, nn.Linear) and consumer.bias is not None
+        constant_ok = zero_row & ((f_b == 0) | foldable)
     live = ~(unused | constant_ok)
     score = torch.stack([r.abs().sum(1) for r in rows]).prod(0)  # (units,)
     return torch.where(live, score, torch.full_like(score, -1.0)), int(live.sum())

@@ -66,4 +66,5 @@ def test_lm_metrics_combines_everything(tokenizer, tiny_teacher):
     out = lm_metrics(tiny_teacher, tokenizer, TEXTS, teacher=tiny_teacher, max_new_tokens=2)
     assert set(out) == {"perplexity", "parameters", "bytes", "tokens_per_s", "tokens_per_s_no_cache",
                         "agreement", "kl_to_teacher"}
-    assert out["bytes"] == 4 * out["parameters"] and out["agreement"] == 1.0
+    assert 4 * out["parameters"] <= out["bytes"] < 4 * out["parameters"] + 4096  # + rotary buffers
+    assert out["agreement"] == 1.0
