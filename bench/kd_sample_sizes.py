@@ -129,7 +129,7 @@ def main(argv: list[str] | None = None) -> int:
     print(table)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(table)
-    plot(results, args, teacher_acc, ROOT / "bench" / "out" / "kd_sample_sizes.png")
+    plot(results, args, teacher_acc, ROOT / "bench" / "out" / f"{args.out.stem}.png")
     return 0
 
 

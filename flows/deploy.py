@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -191,6 +192,21 @@ def start_api(host: str, port: int) -> subprocess.Popen:
     return proc
 
 
+def _serve_deployments(schedules, schedules_path: str | None, pool: str | None, children: list) -> int:
+    base = Path(schedules_path).resolve().parent if schedules_path else ROOT
+    deployments = build_deployments(schedules, base=base, work_pool=pool)
+    if pool:
+        register_on_pool(deployments, pool)
+        print(f"deployments registered on work pool {pool!r}; execute runs with: prefect worker start --pool {pool}")
+        while children and all(c.poll() is None for c in children):  # keep the server/API we started alive
+            time.sleep(1)
+        return 0 if not children else 1
+    from prefect import serve as prefect_serve
+
+    prefect_serve(*deployments)
+    return 0
+
+
 def serve(*, schedules_path: str | None = None, api: bool = True, host: str = "127.0.0.1", port: int = 8000,
           pool: str | None = None) -> int:
     """Blocking: serve (or register on `pool`) the deployments, run the API; Ctrl-C stops everything."""
@@ -203,6 +219,7 @@ def serve(*, schedules_path: str | None = None, api: bool = True, host: str = "1
         return 2
     ensure_schema()
     children: list[subprocess.Popen] = []
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # `docker stop` / kill: stop the children too
     try:
         if not os.environ.get("PREFECT_API_URL"):
             children.append(start_prefect_server())
@@ -210,18 +227,11 @@ def serve(*, schedules_path: str | None = None, api: bool = True, host: str = "1
         if api:
             children.append(start_api(host, port))
             print(f"API at http://{host}:{port} (docs at /docs)")
-        base = Path(schedules_path).resolve().parent if schedules_path else ROOT
-        deployments = build_deployments(schedules, base=base, work_pool=pool)
-        if pool:
-            register_on_pool(deployments, pool)
-            print(f"deployments registered on work pool {pool!r}; execute runs with: prefect worker start --pool {pool}")
-            while children and all(c.poll() is None for c in children):  # keep the server/API we started alive
-                time.sleep(1)
-            return 0 if not children else 1
-        from prefect import serve as prefect_serve
+        from prefect.settings import PREFECT_API_URL, temporary_settings
 
-        prefect_serve(*deployments)
-        return 0
+        # Prefect read its settings when first imported; point this process at the server explicitly
+        with temporary_settings(updates={PREFECT_API_URL: os.environ["PREFECT_API_URL"]}):
+            return _serve_deployments(schedules, schedules_path, pool, children)
     finally:
         for child in reversed(children):
             child.terminate()

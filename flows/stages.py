@@ -129,11 +129,12 @@ def distill_stage(run_id: int, recipe: Recipe, dataset_id: int, soft_labels_id: 
     def body(ctx):
         if recipe.task == "causal_lm":
             path, metrics = llm_loaders.train_student(recipe, dataset_id, soft_labels_id, teacher_id, ctx.workdir)
+            fmt = "hf"
         else:
             student, metrics = loaders.train_student(recipe, dataset_id, soft_labels_id, teacher_id)
-            path = loaders.save_checkpoint(student, ctx.workdir / "student")
-        ctx.register("checkpoint", kind="checkpoint", path=path, format="hf" if recipe.task == "causal_lm" else "safetensors+spec",
-                     parents=[soft_labels_id or dataset_id], metrics=metrics)
+            path, fmt = loaders.save_checkpoint(student, ctx.workdir / "student"), "safetensors+spec"
+        ctx.register("checkpoint", kind="checkpoint", path=path, format=fmt, parents=[soft_labels_id or dataset_id],
+                     metrics=metrics)
         return {"metrics": metrics}
 
     return run_stage("distill", run_id=run_id, params=params,

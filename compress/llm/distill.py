@@ -155,7 +155,7 @@ def _step_losses(student, teacher, batch: dict, source: str, config: LMDistillCo
         with torch.no_grad():
             t_dev = input_device(teacher)
             t = _logits_at(teacher, ids.to(t_dev), mask.to(t_dev), valid.to(t_dev))
-            kd = kd_loss_full(s, t.to(device), config.temperature)
+        kd = kd_loss_full(s, t.to(device), config.temperature)
     elif source == "topk":
         kd = kd_loss_topk(s, batch["topk_ids"][:, 1:].to(device)[valid],
                           batch["topk_logits"][:, 1:].to(device)[valid], config.temperature)

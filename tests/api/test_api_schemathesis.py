@@ -6,7 +6,7 @@ refused with 4xx. Bounded: EXAMPLES cases per operation and mode, derandomized (
 from __future__ import annotations
 
 import schemathesis
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, Phase, given, settings
 from schemathesis import GenerationMode
 from schemathesis.checks import not_a_server_error
 from schemathesis.specs.openapi.checks import (
@@ -28,6 +28,7 @@ def _fuzz(operation, mode: GenerationMode, headers: dict[str, str]) -> None:
         checks = [c for c in checks if c is not not_a_server_error]
 
     @settings(max_examples=EXAMPLES, deadline=None, derandomize=True, database=None,
+              phases=[Phase.explicit, Phase.generate],  # no shrinking: it can take minutes; report as found
               suppress_health_check=list(HealthCheck))
     @given(case=operation.as_strategy(generation_mode=mode))
     def run(case):

@@ -104,3 +104,15 @@ def test_bad_names_and_paths(tmp_path):
         load_dataset("npz")
     with pytest.raises(FileNotFoundError, match="does not exist"):
         load_dataset("npz", path=tmp_path / "missing.npz")
+
+
+def test_all_finite_fast_path_is_exact():
+    from compress.data import all_finite
+
+    x = torch.rand(100, 3)
+    assert all_finite(x)
+    assert all_finite(torch.full((10,), 3e38))  # the float32 sum overflows to inf; the full check still says finite
+    for bad in (float("nan"), float("inf"), -float("inf")):
+        y = x.clone()
+        y[7, 1] = bad
+        assert not all_finite(y)
