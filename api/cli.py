@@ -14,6 +14,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
                                      "(see api/settings.py); docs at http://HOST:PORT/docs.")
     api.add_argument("--host", default="127.0.0.1", help="bind address (default 127.0.0.1: loopback only)")
     api.add_argument("--port", type=int, default=8000)
+    api.add_argument("--workers", type=int, default=1, help="uvicorn worker processes (default 1)")
     api.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"])
     api.set_defaults(func=_serve)
 
@@ -38,7 +39,10 @@ def _serve(args: argparse.Namespace) -> int:
     if not 0 < args.port < 65536:
         print(f"error: --port must be in 1..65535, got {args.port}", file=sys.stderr)
         return 2
-    return serve(args.host, args.port, log_level=args.log_level)
+    if args.workers < 1:
+        print(f"error: --workers must be >= 1, got {args.workers}", file=sys.stderr)
+        return 2
+    return serve(args.host, args.port, log_level=args.log_level, workers=args.workers)
 
 
 def _create_token(args: argparse.Namespace) -> int:

@@ -79,15 +79,18 @@ class BodyLimitMiddleware:
 
 
 def _declared_query_names(route) -> frozenset[str]:
-    from fastapi.dependencies.utils import get_flat_dependant
-
-    return frozenset(p.alias for p in get_flat_dependant(route.dependant).query_params)
+    names, stack = set(), [route.dependant]
+    while stack:  # the route's own query parameters and those of its dependencies (e.g. limit/offset)
+        dependant = stack.pop()
+        names.update(p.alias for p in dependant.query_params)
+        stack.extend(dependant.dependencies)
+    return frozenset(names)
 
 
 _QUERY_NAMES: dict[int, frozenset[str]] = {}
 
 
-def forbid_unknown_query(request: Request) -> None:
+async def forbid_unknown_query(request: Request) -> None:
     """App-wide dependency: a query parameter the route does not declare is a 422, like an unknown body key
     (`?stauts=failed` must not silently list every run)."""
     route = request.scope.get("route")

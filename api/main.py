@@ -12,6 +12,7 @@ import logging
 import sys
 from contextlib import asynccontextmanager
 
+import anyio
 from fastapi import Depends, FastAPI
 
 from api import docs, errors, limits
@@ -55,6 +56,7 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
     app.state.engine = engine
     app.state.store = ArtifactStore(settings.artifact_root)
     app.state.schema_current = False
+    app.state.db_slots = anyio.Semaphore(settings.db_concurrency)
     errors.install_error_handlers(app)
     app.add_middleware(limits.BodyLimitMiddleware, max_body_bytes=settings.max_body_bytes)
     for module in (health, models, versions, runs, artifacts):
@@ -64,8 +66,9 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
 
 
 def serve(host: str = "127.0.0.1", port: int = 8000, *, settings: ApiSettings | None = None,
-          log_level: str = "info") -> int:
-    """Run the API with uvicorn; refuses to start (exit 2) when the database schema is out of date."""
+          log_level: str = "info", workers: int = 1) -> int:
+    """Run the API with uvicorn; refuses to start (exit 2) when the database schema is out of date.
+    With workers > 1 each worker process builds its app from the environment (`ApiSettings.from_env`)."""
     import uvicorn
 
     settings = settings or ApiSettings.from_env()
@@ -77,5 +80,8 @@ def serve(host: str = "127.0.0.1", port: int = 8000, *, settings: ApiSettings | 
         return 2
     finally:
         engine.dispose()
-    uvicorn.run(create_app(settings), host=host, port=port, log_level=log_level)
+    if workers > 1:
+        uvicorn.run("api.main:create_app", factory=True, host=host, port=port, log_level=log_level, workers=workers)
+    else:
+        uvicorn.run(create_app(settings), host=host, port=port, log_level=log_level)
     return 0

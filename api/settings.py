@@ -8,6 +8,7 @@
 | SHRINKWRAP_API_MAX_BODY_BYTES    | 1048576 (1 MiB)                  | larger request bodies get 413                |
 | SHRINKWRAP_API_DEPLOYMENT        | flows.deploy.DEPLOYMENT_NAME     | Prefect deployment that `POST /runs` starts  |
 | SHRINKWRAP_API_PREFECT_TIMEOUT_S | 5                                | timeout of each Prefect API call             |
+| SHRINKWRAP_API_DB_CONCURRENCY    | 1 on SQLite, 10 otherwise        | requests inside a DB transaction at once     |
 | PREFECT_API_URL                  | (Prefect's own default)          | Prefect server that runs are triggered on    |
 
 Reads are closed by default: a registry holds model lineage and metrics that an operator may not
@@ -65,8 +66,18 @@ class ApiSettings:
     max_body_bytes: int = 1 << 20  # recipes and alias requests are a few KiB; 1 MiB is generous
     deployment: str = field(default_factory=default_deployment)
     prefect_timeout_s: float = 5.0
+    # Below the threadpool (40) and the PostgreSQL pool (5 + 10 overflow): see api/deps.py get_db. SQLite
+    # runs one write transaction at a time (BEGIN IMMEDIATE) and its busy handler waits by sleeping, so
+    # queueing requests on the event loop (1) beats letting them poll the lock. None: pick by backend.
+    db_concurrency: int | None = None
 
     def __post_init__(self):
+        if self.db_concurrency is None:
+            sqlite = self.database_url.startswith("sqlite")
+            object.__setattr__(self, "db_concurrency", 1 if sqlite else 10)
+        if not 1 <= self.db_concurrency <= 15:
+            raise ValueError(f"db_concurrency must be in 1..15 (the database pool holds 15), got "
+                             f"{self.db_concurrency}; fix SHRINKWRAP_API_DB_CONCURRENCY")
         if self.max_body_bytes < 1024:
             raise ValueError(f"max_body_bytes must be >= 1024, got {self.max_body_bytes}; "
                              "set SHRINKWRAP_API_MAX_BODY_BYTES to e.g. 1048576")
@@ -84,6 +95,8 @@ class ApiSettings:
             "max_body_bytes": int(_env_number("SHRINKWRAP_API_MAX_BODY_BYTES", 1 << 20)),
             "deployment": os.environ.get("SHRINKWRAP_API_DEPLOYMENT") or default_deployment(),
             "prefect_timeout_s": _env_number("SHRINKWRAP_API_PREFECT_TIMEOUT_S", 5.0, float),
+            "db_concurrency": (int(_env_number("SHRINKWRAP_API_DB_CONCURRENCY", 10))
+                               if os.environ.get("SHRINKWRAP_API_DB_CONCURRENCY") else None),
         }
         values.update(overrides)
         return cls(**values)

@@ -3,8 +3,8 @@
 Rows: teacher; the student as initialised (teacher embeddings + first layers); the student distilled on
 teacher generations (sequence-level CE + top-k token-level KL); and an equal-budget student trained on
 raw corpus passages without the teacher (same init, steps, batch size and max length).
-Metrics on held-out teacher responses: perplexity, top-1 agreement and KL with the teacher, greedy
-tokens/s with and without KV cache, parameters and bytes.
+Metrics on held-out teacher responses: perplexity given the prompt and alone, top-1 agreement and KL
+with the teacher, greedy tokens/s with and without KV cache, parameters and bytes.
 
     .venv/bin/python bench/llm_distill.py                       # CPU defaults (see --help)
     .venv/bin/python bench/llm_distill.py --n-train 400 --steps 400 --batch-size 16   # on a GPU
@@ -24,7 +24,7 @@ import torch
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from compress.evaluate.lm import lm_metrics  # noqa: E402
+from compress.evaluate.lm import lm_metrics, response_perplexity  # noqa: E402
 from compress.llm.corpus import corpus_passages, make_prompts  # noqa: E402
 from compress.llm.distill import LMDistillConfig, distill_lm  # noqa: E402
 from compress.llm.generate import GenerateConfig, generate_dataset, prompt_hash, read_dataset  # noqa: E402
@@ -120,19 +120,26 @@ def main(argv=None) -> int:
         t0 = time.perf_counter()
         rows[name] = lm_metrics(model, tok, texts, teacher=teacher, max_length=args.max_length,
                                 speed_prompts=speed_prompts, max_new_tokens=args.speed_tokens)
+        rows[name]["response_ppl"] = response_perplexity(
+            model, [r["prompt_ids"] for r in heldout], [r["response_ids"] for r in heldout],
+            pad_id=tok.pad_token_id)
         print(f"{name}: {rows[name]} ({time.perf_counter() - t0:.0f} s)", flush=True)
 
-    table = ["| model | perplexity (held-out teacher text) | agreement | KL to teacher | tokens/s (KV cache) "
-             "| tokens/s (no cache) | parameters | bytes |", "|---|---|---|---|---|---|---|---|"]
+    table = ["| model | perplexity of held-out responses given prompt | perplexity (responses alone) "
+             "| agreement | KL to teacher | tokens/s (KV cache) | tokens/s (no cache) | parameters | bytes |",
+             "|---|---|---|---|---|---|---|---|---|"]
     for name, m in rows.items():
-        table.append(f"| {name} | {fmt(m['perplexity'], 2)} | {fmt(m['agreement'])} | {fmt(m['kl_to_teacher'])} "
+        table.append(f"| {name} | {fmt(m['response_ppl'], 2)} | {fmt(m['perplexity'], 2)} "
+                     f"| {fmt(m['agreement'])} | {fmt(m['kl_to_teacher'])} "
                      f"| {fmt(m['tokens_per_s'], 1)} | {fmt(m['tokens_per_s_no_cache'], 1)} "
                      f"| {m['parameters'] / 1e6:.1f} M | {m['bytes'] / 1e6:.1f} MB |")
     budget = [
-        f"- device: {args.device}, torch threads {args.threads}; teacher {args.teacher}, prompts from {args.source}",
+        f"- device: {args.device}, torch threads {args.threads}; teacher {args.teacher}, "
+        f"prompts from {args.source}",
         f"- generation: {len(train)} train + {len(heldout)} held-out prompts, {gen_cfg.to_dict()}",
         f"- distilled: {d_report['steps']} steps x batch {args.batch_size} x accum {args.grad_accum}, "
-        f"{d_report['tokens']} response tokens, kd_weight {args.kd_weight}, T {args.temperature}, lr {args.lr}, "
+        f"{d_report['tokens']} response tokens, kd_weight {args.kd_weight}, T {args.temperature}, "
+        f"lr {args.lr}, "
         f"{d_report['seconds']:.0f} s; loss {d_report['loss_first']:.2f} -> {d_report['loss_last']:.2f}",
         f"- raw-corpus baseline: {r_report['steps']} steps x batch {args.batch_size}, {r_report['tokens']} "
         f"tokens (every token of {args.n_train} passages), {r_report['seconds']:.0f} s; "
@@ -140,7 +147,8 @@ def main(argv=None) -> int:
         *(f"- {k}: {v:.0f}" for k, v in timings.items()),
     ]
     text = "\n".join(["# LLM distillation: SmolLM2-135M teacher -> small student", "",
-                      f"Command: `.venv/bin/python bench/llm_distill.py {' '.join(argv or sys.argv[1:])}`", "",
+                      f"Command: `.venv/bin/python bench/llm_distill.py {' '.join(argv or sys.argv[1:])}`",
+                      "",
                       *table, "", "Budget:", *budget, ""])
     print(text)
     args.results.parent.mkdir(parents=True, exist_ok=True)

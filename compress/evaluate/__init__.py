@@ -12,11 +12,13 @@ from compress.evaluate.lm import (
     lm_metrics,
     perplexity,
     prefill_decode_latency,
+    response_perplexity,
     teacher_agreement,
 )
 
 __all__ = ["accuracy", "agreement", "classification_metrics", "kl_to_teacher", "predict_logits",
-           "generation_speed", "lm_metrics", "perplexity", "prefill_decode_latency", "teacher_agreement"]
+           "generation_speed", "lm_metrics", "perplexity", "prefill_decode_latency", "response_perplexity",
+           "teacher_agreement"]
 
 from compress.evaluate.system import (  # noqa: E402  (appended by the quantization/export area)
     estimate_bytes,

@@ -60,7 +60,8 @@ def right_pad(sequences: list[list[int]], pad_id: int) -> tuple[torch.Tensor, to
 
 
 @torch.no_grad()
-def sequence_nll(model: nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> tuple[float, int]:
+def sequence_nll(model: nn.Module, input_ids: torch.Tensor,
+                 attention_mask: torch.Tensor) -> tuple[float, int]:
     """Sum of next-token NLL (nats) over positions whose target is a real token, and their count."""
     device = input_device(model)
     ids, mask = input_ids.to(device), attention_mask.to(device)
@@ -95,6 +96,35 @@ def perplexity(model: nn.Module, tokenizer, texts: list[str], *, max_length: int
 
 
 @torch.no_grad()
+def response_perplexity(model: nn.Module, prompt_ids: list[list[int]], response_ids: list[list[int]], *,
+                        batch_size: int = 8, pad_id: int = 0) -> float:
+    """exp(mean NLL of response tokens given their prompt): what sequence-level KD trains for."""
+    if len(prompt_ids) != len(response_ids) or not response_ids:
+        raise ValueError(f"need as many prompts as responses (>= 1), got {len(prompt_ids)}, "
+                         f"{len(response_ids)}")
+    device = input_device(model)
+    was_training = model.training
+    model.eval()
+    total, count = 0.0, 0
+    try:
+        for i in range(0, len(prompt_ids), batch_size):
+            pairs = list(zip(prompt_ids[i:i + batch_size], response_ids[i:i + batch_size], strict=True))
+            ids, mask = right_pad([p + r for p, r in pairs], pad_id)
+            target = torch.zeros_like(mask, dtype=torch.bool)                          # (B, T)
+            for j, (p, r) in enumerate(pairs):
+                target[j, len(p):len(p) + len(r)] = True
+            logits = model(input_ids=ids.to(device), attention_mask=mask.to(device)).logits.float().cpu()
+            nll = F.cross_entropy(logits[:, :-1].transpose(1, 2), ids[:, 1:], reduction="none")  # (B, T-1)
+            total += nll[target[:, 1:]].sum().item()
+            count += int(target[:, 1:].sum())
+    finally:
+        model.train(was_training)
+    if count == 0:
+        raise ValueError("no response tokens to score (all responses empty or prompts empty)")
+    return math.exp(total / count)
+
+
+@torch.no_grad()
 def teacher_agreement(student: nn.Module, teacher: nn.Module, input_ids: torch.Tensor,
                       attention_mask: torch.Tensor | None = None, *, batch_size: int = 8) -> dict[str, float]:
     """Top-1 next-token agreement and mean KL(teacher || student) (nats) over non-pad positions."""
@@ -112,8 +142,9 @@ def teacher_agreement(student: nn.Module, teacher: nn.Module, input_ids: torch.T
     try:
         for i in range(0, len(input_ids), batch_size):
             ids, mask = input_ids[i:i + batch_size], attention_mask[i:i + batch_size]
-            s = student(input_ids=ids.to(input_device(student)), attention_mask=mask.to(input_device(student)))
-            t = teacher(input_ids=ids.to(input_device(teacher)), attention_mask=mask.to(input_device(teacher)))
+            s_dev, t_dev = input_device(student), input_device(teacher)
+            s = student(input_ids=ids.to(s_dev), attention_mask=mask.to(s_dev))
+            t = teacher(input_ids=ids.to(t_dev), attention_mask=mask.to(t_dev))
             s_logits, t_logits = s.logits.float().cpu(), t.logits.float().cpu()   # (B, T, V)
             if s_logits.shape[-1] != t_logits.shape[-1]:
                 raise ValueError(f"student vocabulary {s_logits.shape[-1]} != teacher vocabulary "
@@ -159,10 +190,12 @@ def generation_speed(model: nn.Module, tokenizer, prompts: list[str], *, max_new
 
 
 @torch.no_grad()
-def prefill_decode_latency(model: nn.Module, input_ids: torch.Tensor, *, new_tokens: int = 16) -> dict[str, float]:
+def prefill_decode_latency(model: nn.Module, input_ids: torch.Tensor, *,
+                           new_tokens: int = 16) -> dict[str, float]:
     """Time one prefill forward over `input_ids` (B, T) and then `new_tokens` greedy cached decode steps."""
     if input_ids.ndim != 2 or new_tokens < 1:
-        raise ValueError(f"need input_ids (B, T) and new_tokens >= 1, got {tuple(input_ids.shape)}, {new_tokens}")
+        raise ValueError(f"need input_ids (B, T) and new_tokens >= 1, got {tuple(input_ids.shape)}, "
+                         f"{new_tokens}")
     device = input_device(model)
     ids = input_ids.to(device)
     was_training = model.training
@@ -201,7 +234,8 @@ def lm_metrics(model: nn.Module, tokenizer, texts: list[str], teacher: nn.Module
            "parameters": float(sum(p.numel() for p in model.parameters())),
            "bytes": float(model_bytes(model))}
     prompts = speed_prompts or [t[:200] for t in texts[:4]]
-    out["tokens_per_s"] = generation_speed(model, tokenizer, prompts, max_new_tokens=max_new_tokens)["tokens_per_s"]
+    out["tokens_per_s"] = generation_speed(model, tokenizer, prompts,
+                                           max_new_tokens=max_new_tokens)["tokens_per_s"]
     out["tokens_per_s_no_cache"] = generation_speed(model, tokenizer, prompts, max_new_tokens=max_new_tokens,
                                                     use_cache=False)["tokens_per_s"]
     if teacher is not None:

@@ -72,7 +72,8 @@ def kjv_verses() -> tuple[tuple[str, str], ...]:
         elif line.strip():
             chapter = line.strip()
     if len(verses) < 1000:
-        raise RuntimeError(f"the `bible` CLI returned only {len(verses)} verses; is bible-kjv installed fully?")
+        raise RuntimeError(f"the `bible` CLI returned only {len(verses)} verses; "
+                           "is bible-kjv installed fully?")
     return tuple(verses)
 
 
@@ -93,7 +94,8 @@ def corpus_passages(source: str, n: int, *, seed: int = 0, min_chars: int = 200,
                     max_chars: int = 500) -> list[str]:
     """`n` distinct passages of `min_chars`..`max_chars` characters from "shakespeare" or "kjv"."""
     if source not in SOURCES:
-        raise ValueError(f"corpus source must be one of {SOURCES} (or a .jsonl path for prompts), got {source!r}")
+        raise ValueError(f"corpus source must be one of {SOURCES} (or a .jsonl path for prompts), "
+                         f"got {source!r}")
     if n < 1 or not 0 < min_chars <= max_chars:
         raise ValueError(f"need n >= 1 and 0 < min_chars <= max_chars, got n={n}, {min_chars}, {max_chars}")
     rng = random.Random(seed)
@@ -114,7 +116,8 @@ def read_jsonl_prompts(path: str | Path) -> list[str]:
     """Prompts from a JSONL file whose lines are objects with a non-empty string "prompt"."""
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"prompt file {path} does not exist; pass a JSONL file of {{\"prompt\": ...}}")
+        raise FileNotFoundError(f"prompt file {path} does not exist; "
+                                "pass a JSONL file of {\"prompt\": ...} lines")
     prompts = []
     for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
         if not line.strip():

@@ -50,7 +50,8 @@ class LMDistillConfig(CompressConfig):
 
     def __post_init__(self):
         if self.epochs < 1 or (self.max_steps is not None and self.max_steps < 1):
-            raise ValueError(f"need epochs >= 1 and max_steps None or >= 1, got {self.epochs}, {self.max_steps}")
+            raise ValueError(f"need epochs >= 1 and max_steps None or >= 1, got {self.epochs}, "
+                             f"{self.max_steps}")
         if self.batch_size < 1 or self.grad_accum < 1 or self.max_length < 2:
             raise ValueError(f"need batch_size, grad_accum >= 1 and max_length >= 2, got {self.batch_size}, "
                              f"{self.grad_accum}, {self.max_length}")
@@ -62,7 +63,8 @@ class LMDistillConfig(CompressConfig):
             raise ValueError(f"kd_source must be auto, topk, teacher or none, got {self.kd_source!r}")
 
 
-def kd_loss_full(student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperature: float) -> torch.Tensor:
+def kd_loss_full(student_logits: torch.Tensor, teacher_logits: torch.Tensor,
+                 temperature: float) -> torch.Tensor:
     """T^2 * mean over N positions of KL(softmax(t/T) || softmax(s/T)); both (N, V)."""
     log_s = F.log_softmax(student_logits.float() / temperature, dim=-1)
     log_t = F.log_softmax(teacher_logits.float() / temperature, dim=-1)
@@ -88,7 +90,8 @@ def _example(record: dict, tokenizer, max_length: int) -> dict:
         if not isinstance(record.get("prompt"), str) or not isinstance(record.get("response"), str):
             raise ValueError(f"a record needs 'text', or 'prompt' and 'response', got keys {sorted(record)}")
         prompt = tokenizer(format_prompt(tokenizer, record["prompt"]), add_special_tokens=False)["input_ids"]
-        response = tokenizer(record["response"], add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
+        response = tokenizer(record["response"], add_special_tokens=False)["input_ids"]
+        response = response + [tokenizer.eos_token_id]
     topk = (record["topk_ids"], record["topk_logits"]) if "topk_ids" in record else None
     keep_prompt = max(1, min(len(prompt), max_length - len(response)))  # cut the prompt from the left
     prompt = prompt[-keep_prompt:]
@@ -183,8 +186,10 @@ def distill_lm(student, tokenizer, dataset_path, config: LMDistillConfig | None 
     torch.manual_seed(config.seed)
     params = [p for p in student.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: min(1.0, (s + 1) / (config.warmup_steps + 1))
-                                                  * max(0.1, 1 - s / total))
+    def lr_factor(step: int) -> float:  # linear warmup, then linear decay to 10%
+        return min(1.0, (step + 1) / (config.warmup_steps + 1)) * max(0.1, 1 - step / total)
+
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_factor)
     device = input_device(student)
     autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=config.bf16 and device.type == "cuda")
     order: list[int] = []

@@ -123,9 +123,11 @@ def _generate_batch(model, tokenizer, prompts: list[str], config: GenerateConfig
     sampling = {"do_sample": True, "temperature": config.temperature, "top_p": config.top_p, "top_k": 0} \
         if config.do_sample else {"do_sample": False, "temperature": None, "top_p": None, "top_k": None}
     torch.manual_seed(seed)
-    out = model.generate(input_ids=enc["input_ids"].to(device), attention_mask=enc["attention_mask"].to(device),
+    out = model.generate(input_ids=enc["input_ids"].to(device),
+                         attention_mask=enc["attention_mask"].to(device),
                          max_new_tokens=config.max_new_tokens, use_cache=True, return_dict_in_generate=True,
-                         output_logits=config.top_k_logits > 0, pad_token_id=tokenizer.pad_token_id, **sampling)
+                         output_logits=config.top_k_logits > 0, pad_token_id=tokenizer.pad_token_id,
+                         **sampling)
     width = enc["input_ids"].shape[1]
     new = out.sequences[:, width:].cpu()                                           # (B, new)
     if config.top_k_logits:
@@ -152,7 +154,8 @@ def _generate_batch(model, tokenizer, prompts: list[str], config: GenerateConfig
 
 def generate_dataset(model, tokenizer, prompts: list[str], out_path: str | Path, *,
                      config: GenerateConfig | None = None, teacher_name: str | None = None,
-                     on_batch: Callable[[int, list[dict]], None] | None = None, progress: bool = True) -> Path:
+                     on_batch: Callable[[int, list[dict]], None] | None = None,
+                     progress: bool = True) -> Path:
     """Generate teacher answers for `prompts` into the JSONL at `out_path`, resuming a previous run.
 
     Duplicate prompts are generated once. `on_batch(batch_index, records)` runs after each batch is on

@@ -47,7 +47,8 @@ def student_config(teacher_config: LlamaConfig, *, num_layers: int, hidden_size:
                          f"num_key_value_heads {kv_heads}; pick compatible head counts")
     narrower = (hidden, heads) != (base["hidden_size"], base["num_attention_heads"])
     base.update(num_hidden_layers=num_layers, hidden_size=hidden, num_attention_heads=heads,
-                num_key_value_heads=kv_heads, intermediate_size=intermediate_size or base["intermediate_size"],
+                num_key_value_heads=kv_heads,
+                intermediate_size=intermediate_size or base["intermediate_size"],
                 head_dim=hidden // heads if narrower else base.get("head_dim") or hidden // heads)
     config = LlamaConfig(**base)
     config.architectures = ["LlamaForCausalLM"]

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import schemathesis
 from hypothesis import HealthCheck, Phase, given, settings
+from hypothesis.errors import Unsatisfiable
 from schemathesis import GenerationMode
 from schemathesis.checks import not_a_server_error
 from schemathesis.specs.openapi.checks import (
@@ -54,6 +55,8 @@ def test_openapi_conformance(client, admin, seed, deployment, api_db):
         for mode in modes:
             try:
                 _fuzz(operation, mode, admin)
+            except Unsatisfiable:  # no input of this operation can be made invalid (e.g. GET /health)
+                continue
             except Exception as err:  # collect every failing operation, then fail once with all of them
                 failures.append(f"{operation.label} ({mode.value}): {str(err)[:1500]}")
     assert not failures, "\n\n".join(failures)

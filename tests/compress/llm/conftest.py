@@ -15,12 +15,22 @@ def tokenizer():
     return load_tokenizer("smollm2")
 
 
-def tiny_llama(tokenizer, *, layers: int = 2, hidden: int = 32, seed: int = 0, tie: bool = False) -> LlamaForCausalLM:
-    config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=hidden, intermediate_size=2 * hidden,
-                         num_hidden_layers=layers, num_attention_heads=4, num_key_value_heads=2,
-                         max_position_embeddings=1024, tie_word_embeddings=tie,
-                         bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
-                         pad_token_id=tokenizer.pad_token_id)
+def tiny_llama(
+    tokenizer, *, layers: int = 2, hidden: int = 32, seed: int = 0, tie: bool = False
+) -> LlamaForCausalLM:
+    config = LlamaConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=hidden,
+        intermediate_size=2 * hidden,
+        num_hidden_layers=layers,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=1024,
+        tie_word_embeddings=tie,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+    )
     torch.manual_seed(seed)
     model = LlamaForCausalLM(config).eval()
     with torch.no_grad():  # sharper than the 0.02-std init, so the teacher has a distribution worth copying;
@@ -32,11 +42,11 @@ def tiny_llama(tokenizer, *, layers: int = 2, hidden: int = 32, seed: int = 0, t
 
 @pytest.fixture(scope="session")
 def make_tiny(tokenizer):
-    """Factory: make_tiny(layers=2, hidden=32, seed=0, tie=False) -> a tiny random Llama with the real vocabulary."""
+    """Factory: make_tiny(layers=2, hidden=32, seed=0, tie=False) -> a tiny random Llama with the real
+    vocabulary."""
     return lambda **kw: tiny_llama(tokenizer, **kw)
 
 
 @pytest.fixture(scope="session")
 def tiny_teacher(tokenizer):
     return tiny_llama(tokenizer, layers=2, hidden=32, seed=0)
-

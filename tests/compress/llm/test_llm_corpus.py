@@ -10,10 +10,12 @@ def test_shakespeare_prompts_are_seeded_distinct_and_sized():
     assert prompts == make_prompts("shakespeare", 12, seed=4, min_chars=100, max_chars=300)
     assert prompts != make_prompts("shakespeare", 12, seed=5, min_chars=100, max_chars=300)
     assert len(set(prompts)) == 12
-    assert make_prompts("shakespeare", 5, seed=4, min_chars=100, max_chars=300) == prompts[:5]  # prefix-stable
+    assert (
+        make_prompts("shakespeare", 5, seed=4, min_chars=100, max_chars=300) == prompts[:5]
+    )  # prefix-stable
     for p in prompts:
         template = next(t for t in TEMPLATES if p.startswith(t.split("{passage}")[0]))
-        passage = p[len(template.split("{passage}")[0]):]
+        passage = p[len(template.split("{passage}")[0]) :]
         assert 100 <= len(passage) <= 300 and "gutenberg" not in passage.lower()
 
 

@@ -13,8 +13,11 @@ from compress.evaluate import (
 )
 from compress.evaluate.lm import right_pad
 
-TEXTS = ["To be, or not to be, that is the question.", "In the beginning God created the heaven and the earth.",
-         "Hi there"]
+TEXTS = [
+    "To be, or not to be, that is the question.",
+    "In the beginning God created the heaven and the earth.",
+    "Hi there",
+]
 
 
 def test_perplexity_is_exp_of_hand_computed_mean_nll(tokenizer, tiny_teacher):
@@ -26,7 +29,7 @@ def test_perplexity_is_exp_of_hand_computed_mean_nll(tokenizer, tiny_teacher):
         for pos in range(len(ids) - 1):
             nll -= F.log_softmax(logits[pos], -1)[ids[pos + 1]].item()
             count += 1
-    got = perplexity(tiny_teacher, tokenizer, TEXTS, batch_size=2)   # batched with right padding
+    got = perplexity(tiny_teacher, tokenizer, TEXTS, batch_size=2)  # batched with right padding
     assert got == pytest.approx(math.exp(nll / count), rel=1e-4)
 
 
@@ -46,11 +49,18 @@ def test_teacher_agreement_of_a_model_with_itself_and_another(tokenizer, tiny_te
     assert diff["agreement"] < 1.0 and diff["kl_to_teacher"] > 0.01
     # direct formula on the non-pad positions
     with torch.no_grad():
-        s, t = other(input_ids=ids, attention_mask=mask).logits, tiny_teacher(input_ids=ids, attention_mask=mask).logits
+        s, t = (
+            other(input_ids=ids, attention_mask=mask).logits,
+            tiny_teacher(input_ids=ids, attention_mask=mask).logits,
+        )
     valid = mask.bool()
     log_s, log_t = F.log_softmax(s[valid], -1), F.log_softmax(t[valid], -1)
-    assert diff["kl_to_teacher"] == pytest.approx((log_t.exp() * (log_t - log_s)).sum(-1).mean().item(), rel=1e-4)
-    assert diff["agreement"] == pytest.approx((s[valid].argmax(-1) == t[valid].argmax(-1)).float().mean().item())
+    assert diff["kl_to_teacher"] == pytest.approx(
+        (log_t.exp() * (log_t - log_s)).sum(-1).mean().item(), rel=1e-4
+    )
+    assert diff["agreement"] == pytest.approx(
+        (s[valid].argmax(-1) == t[valid].argmax(-1)).float().mean().item()
+    )
 
 
 def test_speed_and_latency_report_counts(tokenizer, tiny_teacher):
@@ -64,7 +74,28 @@ def test_speed_and_latency_report_counts(tokenizer, tiny_teacher):
 
 def test_lm_metrics_combines_everything(tokenizer, tiny_teacher):
     out = lm_metrics(tiny_teacher, tokenizer, TEXTS, teacher=tiny_teacher, max_new_tokens=2)
-    assert set(out) == {"perplexity", "parameters", "bytes", "tokens_per_s", "tokens_per_s_no_cache",
-                        "agreement", "kl_to_teacher"}
+    assert set(out) == {
+        "perplexity",
+        "parameters",
+        "bytes",
+        "tokens_per_s",
+        "tokens_per_s_no_cache",
+        "agreement",
+        "kl_to_teacher",
+    }
     assert 4 * out["parameters"] <= out["bytes"] < 4 * out["parameters"] + 4096  # + rotary buffers
     assert out["agreement"] == 1.0
+
+
+def test_response_perplexity_scores_only_response_tokens(tokenizer, tiny_teacher):
+    from compress.evaluate import response_perplexity
+
+    prompts = [tokenizer(t)["input_ids"] for t in TEXTS[:2]]
+    responses = [[11, 12, 13], [14]]
+    nll = 0.0
+    for p, r in zip(prompts, responses, strict=True):
+        with torch.no_grad():
+            log_probs = F.log_softmax(tiny_teacher(input_ids=torch.tensor([p + r])).logits[0], -1)
+        nll -= sum(log_probs[len(p) - 1 + j, tok].item() for j, tok in enumerate(r))
+    got = response_perplexity(tiny_teacher, prompts, responses, batch_size=2, pad_id=tokenizer.pad_token_id)
+    assert got == pytest.approx(math.exp(nll / 4), rel=1e-4)

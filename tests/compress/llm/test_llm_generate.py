@@ -13,10 +13,11 @@ class Interrupt(RuntimeError):
 
 
 def test_dataset_records_are_valid(tokenizer, tiny_teacher, tmp_path):
-    path = generate_dataset(tiny_teacher, tokenizer, PROMPTS + PROMPTS[:1], tmp_path / "d.jsonl", config=CFG,
-                            progress=False)
+    path = generate_dataset(
+        tiny_teacher, tokenizer, PROMPTS + PROMPTS[:1], tmp_path / "d.jsonl", config=CFG, progress=False
+    )
     records = read_dataset(path)
-    assert [r["prompt"] for r in records] == PROMPTS                  # duplicates generated once, in order
+    assert [r["prompt"] for r in records] == PROMPTS  # duplicates generated once, in order
     for r in records:
         assert r["prompt_hash"] == prompt_hash(r["prompt"])
         assert r["input_text"].startswith("<|im_start|>") and r["prompt"] in r["input_text"]  # chat template
@@ -30,8 +31,11 @@ def test_dataset_records_are_valid(tokenizer, tiny_teacher, tmp_path):
 
 def test_greedy_topk_is_aligned_with_the_response(tokenizer, tiny_teacher, tmp_path):
     cfg = GenerateConfig(max_new_tokens=6, do_sample=False, batch_size=3, top_k_logits=3)
-    records = read_dataset(generate_dataset(tiny_teacher, tokenizer, PROMPTS[:3], tmp_path / "g.jsonl",
-                                            config=cfg, progress=False))
+    records = read_dataset(
+        generate_dataset(
+            tiny_teacher, tokenizer, PROMPTS[:3], tmp_path / "g.jsonl", config=cfg, progress=False
+        )
+    )
     for r in records:  # greedy: each response token is the teacher's top-1 at its position
         assert [row[0] for row in r["topk_ids"]] == r["response_ids"]
         assert all(row == sorted(row, reverse=True) for row in r["topk_logits"])
@@ -45,27 +49,37 @@ def test_resumes_after_an_interruption_without_duplicates(tokenizer, tiny_teache
             raise Interrupt("simulated crash after batch 1")
 
     with pytest.raises(Interrupt):
-        generate_dataset(tiny_teacher, tokenizer, PROMPTS, path, config=CFG, on_batch=crash_after_first,
-                         progress=False)
+        generate_dataset(
+            tiny_teacher, tokenizer, PROMPTS, path, config=CFG, on_batch=crash_after_first, progress=False
+        )
     first = read_dataset(path)
     assert [r["prompt"] for r in first] == PROMPTS[:2]
     # an interrupted append leaves half a line; the restart cuts it and carries on
     with open(path, "ab") as fh:
         fh.write(b'{"prompt_hash": "abc", "prom')
     seen = []
-    generate_dataset(tiny_teacher, tokenizer, PROMPTS, path, config=CFG, progress=False,
-                     on_batch=lambda i, recs: seen.extend(r["prompt"] for r in recs))
+    generate_dataset(
+        tiny_teacher,
+        tokenizer,
+        PROMPTS,
+        path,
+        config=CFG,
+        progress=False,
+        on_batch=lambda i, recs: seen.extend(r["prompt"] for r in recs),
+    )
     records = read_dataset(path)
-    assert seen == PROMPTS[2:]                                   # only the missing prompts were generated
-    assert [r["prompt"] for r in records] == PROMPTS             # no duplicates, none lost
-    assert records[:2] == first                                  # earlier batches untouched
+    assert seen == PROMPTS[2:]  # only the missing prompts were generated
+    assert [r["prompt"] for r in records] == PROMPTS  # no duplicates, none lost
+    assert records[:2] == first  # earlier batches untouched
     assert path.read_bytes().endswith(b"\n")
     generate_dataset(tiny_teacher, tokenizer, PROMPTS, path, config=CFG, progress=False)  # all done: no-op
     assert len(read_dataset(path)) == len(PROMPTS)
 
 
 def test_resume_with_another_config_is_refused(tokenizer, tiny_teacher, tmp_path):
-    path = generate_dataset(tiny_teacher, tokenizer, PROMPTS[:1], tmp_path / "d.jsonl", config=CFG, progress=False)
+    path = generate_dataset(
+        tiny_teacher, tokenizer, PROMPTS[:1], tmp_path / "d.jsonl", config=CFG, progress=False
+    )
     other = GenerateConfig(max_new_tokens=5, temperature=0.5, seed=3, batch_size=2, top_k_logits=4)
     with pytest.raises(ValueError, match="same config"):
         generate_dataset(tiny_teacher, tokenizer, PROMPTS, path, config=other, progress=False)

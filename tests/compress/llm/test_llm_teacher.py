@@ -30,7 +30,9 @@ def test_real_smollm2_teacher_generates(tmp_path):
     assert getattr(model.config, "quantization_config", None) is None  # plain float checkpoint
     cfg = GenerateConfig(max_new_tokens=8, do_sample=False, batch_size=2, top_k_logits=2)
     prompts = ["What is the capital of France?", "Name a colour."]
-    records = read_dataset(generate_dataset(model, tok, prompts, tmp_path / "t.jsonl", config=cfg, progress=False))
+    records = read_dataset(
+        generate_dataset(model, tok, prompts, tmp_path / "t.jsonl", config=cfg, progress=False)
+    )
     assert [r["prompt"] for r in records] == prompts
     assert "paris" in records[0]["response"].lower()
     assert all(r["response"].strip() and len(r["topk_ids"]) == len(r["response_ids"]) for r in records)
