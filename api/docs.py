@@ -41,4 +41,5 @@ def install_docs(app: FastAPI) -> None:
             openapi_url=openapi_url, title=f"{app.title} - docs",
             swagger_js_url=f"{ASSETS_URL}/swagger-ui-bundle.js", swagger_css_url=f"{ASSETS_URL}/swagger-ui.css",
             swagger_favicon_url=f"{ASSETS_URL}/favicon-32x32.png",
-            swagger_ui_parameters={"persistAuthorization": True})
+            # validatorUrl None: Swagger UI would otherwise call validator.swagger.io for its badge.
+            swagger_ui_parameters={"persistAuthorization": True, "validatorUrl": None})

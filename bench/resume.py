@@ -24,8 +24,7 @@ from pathlib import Path
 import yaml
 
 ROOT = Path(__file__).resolve().parent.parent
-# bench/registry.py would shadow the registry package when this file runs as a script
-sys.path[:] = [str(ROOT)] + [p for p in sys.path if Path(p or ".").resolve() != ROOT / "bench"]
+sys.path.insert(0, str(ROOT))
 STAGES = ["dataset", "teacher", "teacher_data", "distill", "prune", "quantize[int8]", "evaluate[int8]",
           "export[int8]", "register"]
 

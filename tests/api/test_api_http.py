@@ -37,7 +37,8 @@ def test_docs_work_offline(sqlite_client):
     page = sqlite_client.get("/docs")
     assert page.status_code == 200 and "swagger-ui" in page.text
     assert not re.search(r"(src|href)=[\"']?(https?:)?//", page.text), "docs page references an external URL"
-    assert "cdn" not in page.text.lower()
+    assert "cdn" not in page.text.lower() and not re.search(r"https?://", page.text)
+    assert '"validatorUrl": null' in page.text  # no call to validator.swagger.io either
     for asset in re.findall(r"(?:src|href)=\"(/docs/assets/[^\"]+)\"", page.text):
         r = sqlite_client.get(asset)
         assert r.status_code == 200 and len(r.content) > 100, asset
@@ -75,3 +76,25 @@ def test_out_of_date_schema_is_refused(tmp_path):
                                           artifact_root=str(tmp_path / "a"))) == 2
     finally:
         dispose_engines()
+
+
+def test_token_cli_prints_a_working_token_once(sqlite_db, monkeypatch, capsys):
+    from flows.cli import main
+    from registry.repository.tokens import verify_token
+    from registry.session import make_engine, session_scope
+
+    monkeypatch.setenv("SHRINKWRAP_DATABASE_URL", sqlite_db)
+    assert main(["token", "create", "--scope", "admin", "--name", "ci-bot"]) == 0
+    out = capsys.readouterr()
+    token = out.out.strip()
+    assert token.startswith("sw_") and "\n" not in token and "shown only this once" in out.err
+    engine = make_engine(sqlite_db)
+    try:
+        with session_scope(engine) as s:
+            row = verify_token(s, token=token)
+            assert row is not None and row.name == "ci-bot" and row.scopes == ["admin"]
+    finally:
+        engine.dispose()
+    assert main(["token", "list"]) == 0
+    listed = capsys.readouterr().out
+    assert "ci-bot" in listed and token not in listed

@@ -41,4 +41,4 @@ def test_listing_commands_read_the_registry(first_run, capsys):
     assert shown["aliases"] == ["staging"] and shown["metrics"]["accuracy"] > 0.5
     assert any("teacher" in line for line in shown["lineage"])
     assert main(["show", "mnist-test:999"]) == 1
-    assert "not found" in capsys.readouterr().err.lower()
+    assert "no version 999" in capsys.readouterr().err

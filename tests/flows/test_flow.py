@@ -106,3 +106,27 @@ def test_bad_recipe_refused_before_any_work(first_run):
     with session_scope() as s:
         _, after = repo.list_runs(s)
     assert after == before
+
+
+def test_npz_recipe_with_a_trained_teacher(first_run, tmp_path):
+    import importlib.util
+
+    import yaml
+    from flows_testing import ROOT
+
+    spec = importlib.util.spec_from_file_location("make_sample_npz", ROOT / "recipes" / "make_sample_npz.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    module.make_sample_npz(tmp_path / "data" / "sample.npz", n_train=600, n_test=200)
+    data = yaml.safe_load((ROOT / "recipes" / "npz_example.yaml").read_text())
+    data["teacher"]["train"]["epochs"] = 2
+    data["distill"]["epochs"] = 2
+    (tmp_path / "recipe.yaml").write_text(yaml.safe_dump(data))
+    summary = compress_model(Recipe.from_yaml(tmp_path / "recipe.yaml"))  # data/sample.npz next to the recipe
+    assert set(summary["variants"]) == {"fp32", "int8"}
+    assert summary["variants"]["fp32"]["metrics"]["accuracy"] > 0.5  # 4 classes: well above chance
+    assert statuses_all_completed(summary["run_id"])
+
+
+def statuses_all_completed(run_id: int) -> bool:
+    return set(stages_of(run_id).values()) == {"completed"}

@@ -1,6 +1,6 @@
 """Registry benchmark: SQLite vs PostgreSQL on the registry's hot paths.
 
-    .venv/bin/python bench/registry.py [--metrics 100000] [--versions 10000] [--depth 10] [--pg-admin URL]
+    .venv/bin/python bench/registry_bench.py [--metrics 100000] [--versions 10000] [--depth 10] [--pg-admin URL]
 
 - insert 100k metrics in batches of 1,000 (`log_metrics`, one transaction per batch)
 - list versions of a model with 10k versions (first page, last page, total count), latest version,
@@ -171,7 +171,7 @@ def main() -> int:
     if not args.no_write:
         (ROOT / "bench" / "results").mkdir(parents=True, exist_ok=True)
         (ROOT / "bench" / "results" / "registry.md").write_text(
-            "# Registry benchmark (`bench/registry.py`)\n\n" + table + note)
+            "# Registry benchmark (`bench/registry_bench.py`)\n\n" + table + note)
         _plot(results, ops)
     return 0
 
