@@ -19,6 +19,8 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
+from compress.data import all_finite
+
 LossFn = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
 
 
@@ -41,7 +43,7 @@ def check_inputs(x: torch.Tensor, y: torch.Tensor, num_classes: int | None = Non
         raise ValueError("training set is empty; pass at least one sample")
     if y.ndim != 1 or y.dtype not in (torch.int64, torch.int32, torch.int16, torch.uint8):
         raise ValueError(f"y must be a 1-D integer class tensor, got shape {tuple(y.shape)} dtype {y.dtype}")
-    if not torch.isfinite(x).all():
+    if not all_finite(x):
         bad = (~torch.isfinite(x)).flatten(1).any(1).nonzero().flatten()[:5].tolist()
         raise ValueError(f"x contains NaN or inf (first bad samples: {bad}); clean or drop them before training")
     if num_classes is not None and (int(y.min()) < 0 or int(y.max()) >= num_classes):

@@ -18,7 +18,10 @@ from registry.models import Artifact, ArtifactEdge, Metric, ModelVersion, Pipeli
 from registry.session import session_scope
 
 PROCESSES, ITERATIONS = 8, 5
-FORK = multiprocessing.get_context("fork")  # real OS processes that skip re-importing the stack
+# Real OS processes forked from a clean fork server, not from pytest itself: by the time a full run gets
+# here the pytest process holds Prefect/torch threads and open DB handles, which a plain fork copies.
+FORK = multiprocessing.get_context("forkserver")
+FORK.set_forkserver_preload(["registry.repository", "registry.store", "registry_workers"])
 
 
 def test_concurrent_writers_lose_nothing(url, tmp_path):
