@@ -24,10 +24,9 @@ from safetensors.torch import load_file, safe_open
 from torch import nn
 
 from compress import assets
-from compress.config import CompressConfig
 from compress.data import Dataset
 from compress.models import MLP, MnistCNN, build_model
-from compress.train import check_inputs, fit
+from compress.train import FitConfig, check_inputs, fit
 
 PACKAGED_TEACHERS = ("ccexam-mnist",)
 WEIGHTS_FILE, SPEC_FILES = "model.safetensors", ("spec.json", "model_spec.json", "config.json")
@@ -48,7 +47,7 @@ def load_packaged_teacher(name: str = "ccexam-mnist") -> nn.Module:
 
 
 @dataclass
-class TeacherConfig(CompressConfig):
+class TeacherConfig(FitConfig):
     """Teacher trained from scratch. arch "auto": a CNN for square (C, H, W) images, else an MLP."""
 
     arch: Literal["auto", "cnn", "mlp"] = "auto"
@@ -56,11 +55,6 @@ class TeacherConfig(CompressConfig):
     hidden: int = 128
     mlp_hidden: tuple[int, ...] = (512, 512)
     epochs: int = 3
-    batch_size: int = 128
-    lr: float = 1e-3
-    seed: int = 0
-    optimizer: Literal["adam", "sgd"] = "adam"
-    weight_decay: float = 0.0
 
     def __post_init__(self):
         if self.arch not in ("auto", "cnn", "mlp"):
@@ -70,11 +64,7 @@ class TeacherConfig(CompressConfig):
         if len(self.channels) != 2 or min(self.channels) < 1 or self.hidden < 1 or min(self.mlp_hidden, default=1) < 1:
             raise ValueError(f"TeacherConfig needs 2 positive channels and positive hidden sizes, got "
                              f"channels={self.channels}, hidden={self.hidden}, mlp_hidden={self.mlp_hidden}")
-        if self.epochs < 1 or self.batch_size < 1 or not self.lr > 0 or self.weight_decay < 0:
-            raise ValueError(f"TeacherConfig needs epochs >= 1, batch_size >= 1, lr > 0, weight_decay >= 0; got "
-                             f"{self.epochs}, {self.batch_size}, {self.lr}, {self.weight_decay}")
-        if self.optimizer not in ("adam", "sgd"):
-            raise ValueError(f"TeacherConfig.optimizer must be 'adam' or 'sgd', got {self.optimizer!r}")
+        super().__post_init__()
 
 
 def _is_square_image(shape: tuple[int, ...]) -> bool:
@@ -102,9 +92,7 @@ def train_teacher(dataset: Dataset, config: TeacherConfig | None = None, *, prog
     check_inputs(dataset.x_train, dataset.y_train, dataset.num_classes)
     torch.manual_seed(config.seed)  # weight init
     model = build_teacher(dataset, config)
-    fit(model, dataset.x_train, dataset.y_train, epochs=config.epochs, batch_size=config.batch_size,
-        lr=config.lr, seed=config.seed, optimizer=config.optimizer, weight_decay=config.weight_decay,
-        progress=progress)
+    fit(model, dataset.x_train, dataset.y_train, **config.fit_kwargs(), progress=progress)
     return model.eval()
 
 

@@ -13,15 +13,44 @@ import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
+from compress.config import CompressConfig
 from compress.data import all_finite
 
 LossFn = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+@dataclass
+class FitConfig(CompressConfig):
+    """Optimiser settings of one `fit` run; the technique configs that train (KDConfig, TeacherConfig)
+    inherit them, so every arm of an experiment is set up, validated and recorded the same way."""
+
+    epochs: int = 5
+    batch_size: int = 128
+    lr: float = 1e-3
+    seed: int = 0
+    optimizer: Literal["adam", "sgd"] = "adam"
+    weight_decay: float = 0.0
+
+    def __post_init__(self):
+        name = type(self).__name__
+        if self.epochs < 1 or self.batch_size < 1:
+            raise ValueError(f"{name} needs epochs >= 1 and batch_size >= 1, got {self.epochs}, {self.batch_size}")
+        if not self.lr > 0 or self.weight_decay < 0:
+            raise ValueError(f"{name} needs lr > 0 and weight_decay >= 0, got {self.lr}, {self.weight_decay}")
+        if self.optimizer not in ("adam", "sgd"):
+            raise ValueError(f"{name}.optimizer must be 'adam' or 'sgd', got {self.optimizer!r}")
+
+    def fit_kwargs(self) -> dict[str, Any]:
+        """The keyword arguments of `fit` that this config sets."""
+        return {"epochs": self.epochs, "batch_size": self.batch_size, "lr": self.lr, "seed": self.seed,
+                "optimizer": self.optimizer, "weight_decay": self.weight_decay}
 
 
 @dataclass

@@ -14,41 +14,32 @@ Example:
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from compress.config import CompressConfig
 from compress.data import UNLABELLED, all_finite
 from compress.distill.losses import kd_loss
 from compress.models import build_model
-from compress.train import FitReport, fit
+from compress.train import FitConfig, FitReport, fit
 
 
 @dataclass
-class KDConfig(CompressConfig):
+class KDConfig(FitConfig):
+    """Distillation on top of the shared optimiser settings (FitConfig: epochs, batch_size, lr, seed, ...)."""
+
     temperature: float = 20.0  # Hinton's MNIST value; best of {4, 20, 50} within 0.6 pt on our MNIST validation
     alpha: float = 0.1  # weight of the hard-label CE; the paper found a small hard weight best
     epochs: int = 20
-    batch_size: int = 128
-    lr: float = 1e-3
-    seed: int = 0
-    optimizer: Literal["adam", "sgd"] = "adam"
-    weight_decay: float = 0.0
 
     def __post_init__(self):
         if not self.temperature > 0:
             raise ValueError(f"KDConfig.temperature must be > 0, got {self.temperature} (try 2-20)")
         if not 0 <= self.alpha <= 1:
             raise ValueError(f"KDConfig.alpha (hard-label weight) must lie in [0, 1], got {self.alpha}")
-        if self.epochs < 1 or self.batch_size < 1:
-            raise ValueError(f"KDConfig needs epochs >= 1 and batch_size >= 1, got {self.epochs}, {self.batch_size}")
-        if not self.lr > 0 or self.weight_decay < 0:
-            raise ValueError(f"KDConfig needs lr > 0 and weight_decay >= 0, got {self.lr}, {self.weight_decay}")
-        if self.optimizer not in ("adam", "sgd"):
-            raise ValueError(f"KDConfig.optimizer must be 'adam' or 'sgd', got {self.optimizer!r}")
+        super().__post_init__()
 
 
 def make_student(spec: dict[str, Any], seed: int = 0) -> nn.Module:
@@ -126,8 +117,7 @@ def distill(student: nn.Module, x: torch.Tensor, y: torch.Tensor | None, teacher
     def loss_fn(logits: torch.Tensor, yb: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
         return kd_loss(logits, targets[idx.to(device)], yb, temperature=config.temperature, alpha=config.alpha)
 
-    return fit(student, x, y, epochs=config.epochs, batch_size=config.batch_size, lr=config.lr, seed=config.seed,
-               optimizer=config.optimizer, weight_decay=config.weight_decay, loss_fn=loss_fn, progress=progress)
+    return fit(student, x, y, **config.fit_kwargs(), loss_fn=loss_fn, progress=progress)
 
 
 def train_scratch(student: nn.Module, x: torch.Tensor, y: torch.Tensor, config: KDConfig, *,
@@ -136,6 +126,5 @@ def train_scratch(student: nn.Module, x: torch.Tensor, y: torch.Tensor, config: 
     only (temperature and alpha are ignored)."""
     _check_xy(x, y)
     _check_labels(y, _output_size(student, x), allow_unlabelled=False)
-    return fit(student, x, y, epochs=config.epochs, batch_size=config.batch_size, lr=config.lr, seed=config.seed,
-               optimizer=config.optimizer, weight_decay=config.weight_decay,
+    return fit(student, x, y, **config.fit_kwargs(),
                loss_fn=lambda logits, yb, idx: F.cross_entropy(logits, yb), progress=progress)
