@@ -19,7 +19,7 @@ from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
 from api.settings import ApiSettings
-from registry.repository.tokens import verify_token
+from registry.repository.tokens import find_token, last_used_due, verify_token
 from registry.session import check_schema, session_scope
 from registry.store import ArtifactStore
 
@@ -47,8 +47,7 @@ async def get_db(request: Request, engine: Annotated[Engine, Depends(get_engine)
     transactions than threads and than pooled connections rules that out; queued requests wait here,
     on the event loop, without holding a thread."""
     async with request.app.state.db_slots:
-        scope = session_scope(engine)
-        session = await run_in_threadpool(_begin, scope, request)
+        scope, session = await run_in_threadpool(_begin, engine, request)
         try:
             yield session
         except BaseException as exc:  # includes cancellation (client gone): still roll back and close
@@ -60,21 +59,43 @@ async def get_db(request: Request, engine: Annotated[Engine, Depends(get_engine)
 
 
 MAX_TOKEN_CHARS = 256  # real tokens are ~46 chars; anything longer is not worth hashing
+READ_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 
 
-def _begin(scope, request: Request) -> Session:
+def _begin(engine: Engine, request: Request):
     """Open the transaction and, in the same thread hop, look up the bearer token (api/auth.py reads
-    `request.state.token_row`): one hop fewer per request, which matters when the lock is held across it."""
-    session = scope.__enter__()
+    `request.state.token_row`): one hop fewer per request, which matters when the lock is held across it.
+
+    GET/HEAD/OPTIONS (every read route; none writes) run in a read-only transaction (`session_scope(readonly=
+    True)`: deferred BEGIN on SQLite, so reads never take the writer lock, then a rollback). The token is
+    still looked up on every request (a revoked token is a 401 at once); only when its `last_used_at` stamp
+    is due (at most once a minute per token, `LAST_USED_RESOLUTION`) does the request run in a write
+    transaction, as every request did before."""
+    scope, token_row = None, None
     try:
         scheme, _, token = request.headers.get("authorization", "").partition(" ")
         token = token.strip()
-        request.state.token_row = (verify_token(session, token=token) if scheme.lower() == "bearer"
-                                   and 0 < len(token) <= MAX_TOKEN_CHARS else None)
+        if not (scheme.lower() == "bearer" and 0 < len(token) <= MAX_TOKEN_CHARS):
+            token = None
+        if request.method in READ_METHODS:
+            read_scope = session_scope(engine, readonly=True)
+            session = read_scope.__enter__()
+            scope = read_scope
+            token_row = find_token(session, token=token) if token else None
+            if token_row is None or not last_used_due(token_row):
+                request.state.token_row = token_row
+                return scope, session
+            scope = None
+            read_scope.__exit__(None, None, None)  # the stamp is due: this request gets a write transaction
+        write_scope = session_scope(engine)
+        session = write_scope.__enter__()
+        scope = write_scope
+        request.state.token_row = verify_token(session, token=token) if token else None
     except BaseException as exc:
-        scope.__exit__(type(exc), exc, exc.__traceback__)
+        if scope is not None:
+            scope.__exit__(type(exc), exc, exc.__traceback__)
         raise
-    return session
+    return scope, session
 
 
 async def get_store(request: Request) -> ArtifactStore:

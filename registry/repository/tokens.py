@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import secrets
+from datetime import timedelta
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -13,6 +14,9 @@ from registry.models import ApiToken, utcnow
 from registry.repository._util import get_row, paginate
 
 TOKEN_PREFIX = "sw_"  # noqa: S105 (a public prefix, not a secret)
+# `last_used_at` is written at most once per this interval per token: a read-heavy client must not turn
+# every GET into a write transaction (on SQLite the one writer lock). It is "last used, to the minute".
+LAST_USED_RESOLUTION = timedelta(seconds=60)
 
 
 def hash_token(token: str) -> str:
@@ -33,15 +37,28 @@ def create_token(session: Session, *, name: str, scopes: list[str] | tuple[str, 
     return row, plaintext
 
 
-def verify_token(session: Session, *, token: str) -> ApiToken | None:
-    """The live (not revoked) token row for `token`, with `last_used_at` updated; None otherwise."""
+def find_token(session: Session, *, token: str) -> ApiToken | None:
+    """The live (not revoked) token row for `token`, None otherwise; reads only (see `verify_token`)."""
     if not token:
         return None
     row = session.scalar(select(ApiToken).where(ApiToken.token_hash == hash_token(token)))
     if row is None or row.revoked_at is not None:
         return None
-    row.last_used_at = utcnow()
-    session.flush()
+    return row
+
+
+def last_used_due(row: ApiToken) -> bool:
+    """Whether `row.last_used_at` is unset or older than `LAST_USED_RESOLUTION` (so worth a write)."""
+    return row.last_used_at is None or utcnow() - row.last_used_at >= LAST_USED_RESOLUTION
+
+
+def verify_token(session: Session, *, token: str) -> ApiToken | None:
+    """The live (not revoked) token row for `token`, with `last_used_at` updated when it is more than
+    `LAST_USED_RESOLUTION` old (or unset); None otherwise."""
+    row = find_token(session, token=token)
+    if row is not None and last_used_due(row):
+        row.last_used_at = utcnow()
+        session.flush()
     return row
 
 
