@@ -7,7 +7,8 @@ pixels in [0, 1] and normalise inside `forward`, so every model of a run sees th
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from typing import Any
 
 import torch
@@ -95,3 +96,16 @@ def model_spec(model: nn.Module) -> dict[str, Any]:
 
 def count_parameters(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
+
+
+@contextmanager
+def eval_mode(*models: nn.Module) -> Iterator[None]:
+    """Put `models` in eval mode for the block, then give each back the train/eval state it had."""
+    states = [m.training for m in models]
+    for m in models:
+        m.eval()
+    try:
+        yield
+    finally:
+        for m, state in zip(models, states, strict=True):
+            m.train(state)

@@ -25,7 +25,7 @@ from torch import nn
 
 from compress import assets
 from compress.data import Dataset
-from compress.models import MLP, MnistCNN, build_model
+from compress.models import MLP, MnistCNN, build_model, eval_mode
 from compress.train import FitConfig, check_inputs, fit
 
 PACKAGED_TEACHERS = ("ccexam-mnist",)
@@ -136,16 +136,13 @@ def load_teacher(path: str | Path, spec: dict | None = None) -> nn.Module:
 @torch.no_grad()
 def check_teacher(teacher: nn.Module, dataset: Dataset) -> None:
     """Raise TeacherError unless `teacher` maps one training input to `dataset.num_classes` finite logits."""
-    was_training = teacher.training
-    teacher.eval()
     try:
-        device = next((p.device for p in teacher.parameters()), torch.device("cpu"))
-        out = teacher(dataset.x_train[:2].to(device))
+        with eval_mode(teacher):
+            device = next((p.device for p in teacher.parameters()), torch.device("cpu"))
+            out = teacher(dataset.x_train[:2].to(device))
     except RuntimeError as err:
         raise TeacherError(f"teacher cannot take inputs of shape {dataset.input_shape} from dataset "
                            f"{dataset.name!r}: {err}") from err
-    finally:
-        teacher.train(was_training)
     if out.ndim != 2 or out.shape[1] != dataset.num_classes:
         raise TeacherError(f"teacher outputs shape {tuple(out.shape[1:])} per input but dataset {dataset.name!r} "
                            f"has {dataset.num_classes} classes; use a teacher with {dataset.num_classes} outputs")

@@ -22,7 +22,7 @@ from torch import nn
 
 from compress.data import UNLABELLED, all_finite
 from compress.distill.losses import kd_loss
-from compress.models import build_model
+from compress.models import build_model, eval_mode
 from compress.train import FitConfig, FitReport, fit
 
 
@@ -51,15 +51,12 @@ def make_student(spec: dict[str, Any], seed: int = 0) -> nn.Module:
 
 @torch.no_grad()
 def _output_size(student: nn.Module, x: torch.Tensor) -> int:
-    was_training = student.training
-    student.eval()
     try:
-        device = next((p.device for p in student.parameters()), torch.device("cpu"))
-        out = student(x[:2].to(device))
+        with eval_mode(student):
+            device = next((p.device for p in student.parameters()), torch.device("cpu"))
+            out = student(x[:2].to(device))
     except RuntimeError as err:
         raise ValueError(f"student cannot take inputs of shape {tuple(x.shape[1:])}: {err}") from err
-    finally:
-        student.train(was_training)
     if out.ndim != 2:
         raise ValueError(f"student must output (B, C) logits, got shape {tuple(out.shape)}")
     return out.shape[1]

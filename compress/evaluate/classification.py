@@ -10,6 +10,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from compress.models import eval_mode
+
 
 def _check_logits(name: str, logits: torch.Tensor) -> None:
     if logits.ndim != 2:
@@ -19,13 +21,9 @@ def _check_logits(name: str, logits: torch.Tensor) -> None:
 @torch.no_grad()
 def predict_logits(model: nn.Module, x: torch.Tensor, batch_size: int = 1024) -> torch.Tensor:
     """Logits of `model` on `x` in eval mode, batched; returns float32 on CPU, (N, classes)."""
-    was_training = model.training
-    model.eval()
-    try:
+    with eval_mode(model):
         device = next((p.device for p in model.parameters()), torch.device("cpu"))
         outs = [model(x[i:i + batch_size].to(device)).float().cpu() for i in range(0, len(x), batch_size)]
-    finally:
-        model.train(was_training)
     return torch.cat(outs) if outs else torch.empty(0, 0)
 
 

@@ -19,6 +19,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from compress.models import eval_mode
+
 
 def input_device(model: nn.Module) -> torch.device:
     """Device that input ids must live on (the input embedding's, also for dispatched models)."""
@@ -82,16 +84,12 @@ def perplexity(model: nn.Module, tokenizer, texts: list[str], *, max_length: int
     encoded = [e for e in encoded if len(e) >= 2]
     if not encoded:
         raise ValueError("every text tokenises to fewer than 2 tokens; perplexity needs longer texts")
-    was_training = model.training
-    model.eval()
-    total, count = 0.0, 0
-    try:
+    with eval_mode(model):
+        total, count = 0.0, 0
         for i in range(0, len(encoded), batch_size):
             ids, mask = right_pad(encoded[i:i + batch_size], _pad_id(tokenizer))
             nll, n = sequence_nll(model, ids, mask)
             total, count = total + nll, count + n
-    finally:
-        model.train(was_training)
     return math.exp(total / count)
 
 
@@ -103,10 +101,8 @@ def response_perplexity(model: nn.Module, prompt_ids: list[list[int]], response_
         raise ValueError(f"need as many prompts as responses (>= 1), got {len(prompt_ids)}, "
                          f"{len(response_ids)}")
     device = input_device(model)
-    was_training = model.training
-    model.eval()
-    total, count = 0.0, 0
-    try:
+    with eval_mode(model):
+        total, count = 0.0, 0
         for i in range(0, len(prompt_ids), batch_size):
             pairs = list(zip(prompt_ids[i:i + batch_size], response_ids[i:i + batch_size], strict=True))
             ids, mask = right_pad([p + r for p, r in pairs], pad_id)
@@ -117,8 +113,6 @@ def response_perplexity(model: nn.Module, prompt_ids: list[list[int]], response_
             nll = F.cross_entropy(logits[:, :-1].transpose(1, 2), ids[:, 1:], reduction="none")  # (B, T-1)
             total += nll[target[:, 1:]].sum().item()
             count += int(target[:, 1:].sum())
-    finally:
-        model.train(was_training)
     if count == 0:
         raise ValueError("no response tokens to score (all responses empty or prompts empty)")
     return math.exp(total / count)
@@ -136,10 +130,7 @@ def teacher_agreement(student: nn.Module, teacher: nn.Module, input_ids: torch.T
         raise ValueError(f"attention_mask {tuple(attention_mask.shape)} must match input_ids "
                          f"{tuple(input_ids.shape)}")
     same, kl_sum, count = 0, 0.0, 0
-    states = (student.training, teacher.training)
-    student.eval()
-    teacher.eval()
-    try:
+    with eval_mode(student, teacher):
         for i in range(0, len(input_ids), batch_size):
             ids, mask = input_ids[i:i + batch_size], attention_mask[i:i + batch_size]
             s_dev, t_dev = input_device(student), input_device(teacher)
@@ -155,9 +146,6 @@ def teacher_agreement(student: nn.Module, teacher: nn.Module, input_ids: torch.T
             log_t, log_s = F.log_softmax(t_logits, -1), F.log_softmax(s_logits, -1)
             kl_sum += (log_t.exp() * (log_t - log_s)).sum().item()
             count += s_logits.shape[0]
-    finally:
-        student.train(states[0])
-        teacher.train(states[1])
     if count == 0:
         raise ValueError("attention_mask has no non-pad positions")
     return {"agreement": same / count, "kl_to_teacher": kl_sum / count}
@@ -169,10 +157,8 @@ def generation_speed(model: nn.Module, tokenizer, prompts: list[str], *, max_new
     """Greedy generation throughput: exactly `max_new_tokens` per prompt (eos suppressed), left padding."""
     prompts = _check_texts(prompts)
     device = input_device(model)
-    was_training = model.training
-    model.eval()
-    new_tokens, seconds = 0, 0.0
-    try:
+    with eval_mode(model):
+        new_tokens, seconds = 0, 0.0
         for i in range(0, len(prompts), batch_size):
             enc = tokenizer(prompts[i:i + batch_size], return_tensors="pt", padding=True, padding_side="left")
             enc = {k: v.to(device) for k, v in enc.items()}
@@ -183,8 +169,6 @@ def generation_speed(model: nn.Module, tokenizer, prompts: list[str], *, max_new
             _sync(device)
             seconds += time.perf_counter() - start
             new_tokens += (out.shape[1] - enc["input_ids"].shape[1]) * out.shape[0]
-    finally:
-        model.train(was_training)
     return {"tokens_per_s": new_tokens / seconds, "new_tokens": float(new_tokens), "seconds": seconds,
             "use_cache": float(use_cache)}
 
@@ -198,9 +182,7 @@ def prefill_decode_latency(model: nn.Module, input_ids: torch.Tensor, *,
                          f"{new_tokens}")
     device = input_device(model)
     ids = input_ids.to(device)
-    was_training = model.training
-    model.eval()
-    try:
+    with eval_mode(model):
         _sync(device)
         start = time.perf_counter()
         out = model(input_ids=ids, use_cache=True)
@@ -213,8 +195,6 @@ def prefill_decode_latency(model: nn.Module, input_ids: torch.Tensor, *,
             past, token = out.past_key_values, out.logits[:, -1:].argmax(-1)
         _sync(device)
         decode = time.perf_counter() - start
-    finally:
-        model.train(was_training)
     return {"prefill_ms": prefill * 1e3, "decode_ms_per_token": decode * 1e3 / new_tokens}
 
 

@@ -28,6 +28,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from compress.models import eval_mode
+
 NOMINAL_BYTES = {torch.int8: 1.0, torch.uint8: 1.0}  # plus float dtypes via element_size
 
 
@@ -209,9 +211,7 @@ def system_metrics(model: nn.Module, example_input: Any, *, warmup: int = 3, ite
                    path: str | os.PathLike | None = None) -> dict[str, float]:
     """params, weight_bytes, estimate_bytes, latency p50/p95 and peak memory of one forward on
     `example_input` (a tensor, or a dict of keyword inputs); file_bytes too when `path` is given."""
-    was_training = model.training
-    model.eval()
-    try:
+    with eval_mode(model):
         fn = _forward(model, example_input)
         out: dict[str, float] = {"params": float(parameter_count(model)),
                                  "weight_bytes": float(weight_bytes(model)),
@@ -221,8 +221,6 @@ def system_metrics(model: nn.Module, example_input: Any, *, warmup: int = 3, ite
         out["peak_memory_bytes"] = float(peak_memory(fn))
         if path is not None:
             out["file_bytes"] = float(file_bytes(path))
-    finally:
-        model.train(was_training)
     return out
 
 

@@ -37,6 +37,7 @@ from tqdm.auto import tqdm
 
 from compress.config import CompressConfig
 from compress.evaluate.lm import input_device
+from compress.models import eval_mode
 
 
 @dataclasses.dataclass
@@ -180,19 +181,14 @@ def generate_dataset(model, tokenizer, prompts: list[str], out_path: str | Path,
         done = {r["prompt_hash"] for r in existing}
     todo = list({prompt_hash(p): p for p in prompts if prompt_hash(p) not in done}.values())
     total = len({prompt_hash(p) for p in prompts})
-    was_training = model.training
-    model.eval()
-    try:
-        with tqdm(total=total, initial=total - len(todo), desc="teacher generation", unit="prompt",
-                  disable=not progress) as bar:
-            for index, start in enumerate(range(0, len(todo), config.batch_size)):
-                batch = todo[start:start + config.batch_size]
-                seed = config.seed * 1_000_003 + int(prompt_hash(batch[0]), 16) % 1_000_003
-                records = _generate_batch(model, tokenizer, batch, config, seed, meta)
-                _append_atomic(out_path, records)
-                bar.update(len(batch))
-                if on_batch is not None:
-                    on_batch(index, records)
-    finally:
-        model.train(was_training)
+    with eval_mode(model), tqdm(total=total, initial=total - len(todo), desc="teacher generation",
+                                unit="prompt", disable=not progress) as bar:
+        for index, start in enumerate(range(0, len(todo), config.batch_size)):
+            batch = todo[start:start + config.batch_size]
+            seed = config.seed * 1_000_003 + int(prompt_hash(batch[0]), 16) % 1_000_003
+            records = _generate_batch(model, tokenizer, batch, config, seed, meta)
+            _append_atomic(out_path, records)
+            bar.update(len(batch))
+            if on_batch is not None:
+                on_batch(index, records)
     return out_path
