@@ -1,23 +1,25 @@
 """Bearer-token auth with two scopes: `read` (GET routes) and `admin` (everything; implies read).
 
 Tokens are created with `shrinkwrap token create --scope admin` and stored hashed (sha256) by the
-registry (`registry.repository.tokens`). Every mutating route depends on `require_admin`; read routes
-depend on `require_read`, which lets anonymous requests through only when SHRINKWRAP_API_OPEN_READS is
-true. A presented token is always checked, so a wrong or revoked token is a 401 even on open reads.
+registry (`registry.repository.tokens`). Which scope a request needs follows from its method: GET/HEAD/
+OPTIONS need `read` (or nothing when SHRINKWRAP_API_OPEN_READS is true), everything else needs `admin`.
+A presented token is always checked, so a wrong or revoked token is a 401 even on open reads.
+
+Where the check runs (api/deps.py `Db`): a read route checks the token inside the same worker-thread
+hop and read-only transaction as its query, so a GET costs one hop. Mutating routes also depend on
+`AdminDep`, which checks the token before FastAPI parses their body: an unauthenticated POST is a 401,
+never a 422 about its body.
 """
 
 from __future__ import annotations
 
-from typing import Annotated
+from fastapi.security import HTTPBearer
 
-from fastapi import Depends, Request
-from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
-
-from api.deps import SessionDep, SettingsDep
 from api.errors import ApiError
-from registry.models import ApiToken
+from registry.repository.tokens import TokenGrant
 
 SCOPES = ("read", "admin")
+MAX_TOKEN_CHARS = 256  # real tokens are ~46 chars; anything longer is not worth hashing
 _CHALLENGE = {"WWW-Authenticate": "Bearer"}
 
 bearer = HTTPBearer(auto_error=False, description="`Authorization: Bearer <token>` from `shrinkwrap token create`")
@@ -27,47 +29,24 @@ def _unauthorized(message: str) -> ApiError:
     return ApiError(401, "unauthorized", message, headers=_CHALLENGE)
 
 
-async def current_token(request: Request, session: SessionDep,
-                        credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]) -> ApiToken | None:
-    """The token row of the request, None when no token was sent; 401 for a wrong or revoked token.
-    The lookup itself (`verify_token`) ran when the session opened (api/deps.py `_begin`)."""
-    if credentials is None:
-        return None
-    row = getattr(request.state, "token_row", None)
-    if row is None:
+def has_scope(grant: TokenGrant, scope: str) -> bool:
+    return scope in grant.scopes or "admin" in grant.scopes
+
+
+def authorize(grant: TokenGrant | None, *, token_sent: bool, scope: str, open_reads: bool) -> None:
+    """Raise the 401/403 `ApiError` unless `grant` (None: no live token) allows `scope`."""
+    if token_sent and grant is None:
         raise _unauthorized("bearer token is invalid or revoked; create one with "
                             "`shrinkwrap token create --scope read` (or --scope admin)")
-    return row
-
-
-TokenDep = Annotated[ApiToken | None, Depends(current_token)]
-
-
-def has_scope(token: ApiToken, scope: str) -> bool:
-    scopes = set(token.scopes or ())
-    return scope in scopes or "admin" in scopes
-
-
-async def require_read(token: TokenDep, settings: SettingsDep) -> ApiToken | None:
-    if token is None:
-        if settings.open_reads:
-            return None
-        raise _unauthorized("this route needs a bearer token with scope 'read' (reads are closed: "
-                            "SHRINKWRAP_API_OPEN_READS=false); create one with `shrinkwrap token create --scope read`")
-    if not has_scope(token, "read"):
-        raise ApiError(403, "forbidden", f"token {token.name!r} has scopes {token.scopes}; this route needs 'read'")
-    return token
-
-
-async def require_admin(token: TokenDep) -> ApiToken:
-    if token is None:
+    if grant is None:
+        if scope == "read":
+            if open_reads:
+                return
+            raise _unauthorized("this route needs a bearer token with scope 'read' (reads are closed: "
+                                "SHRINKWRAP_API_OPEN_READS=false); create one with "
+                                "`shrinkwrap token create --scope read`")
         raise _unauthorized("this route changes state and needs a bearer token with scope 'admin'; "
                             "create one with `shrinkwrap token create --scope admin`")
-    if not has_scope(token, "admin"):
-        raise ApiError(403, "forbidden", f"token {token.name!r} has scopes {token.scopes}; "
-                                         "this route changes state and needs 'admin'")
-    return token
-
-
-ReadDep = Depends(require_read)
-AdminDep = Depends(require_admin)
+    if not has_scope(grant, scope):
+        needs = "needs 'read'" if scope == "read" else "changes state and needs 'admin'"
+        raise ApiError(403, "forbidden", f"token {grant.name!r} has scopes {list(grant.scopes)}; this route {needs}")

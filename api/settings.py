@@ -66,7 +66,7 @@ class ApiSettings:
     max_body_bytes: int = 1 << 20  # recipes and alias requests are a few KiB; 1 MiB is generous
     deployment: str = field(default_factory=default_deployment)
     prefect_timeout_s: float = 5.0
-    # Below the threadpool (40) and the PostgreSQL pool (5 + 10 overflow): see api/deps.py get_db. SQLite
+    # Below the threadpool (40) and the PostgreSQL pool (5 + 10 overflow): see api/deps.py Db. SQLite
     # runs one write transaction at a time (BEGIN IMMEDIATE) and its busy handler waits by sleeping, so
     # queueing requests on the event loop (1) beats letting them poll the lock. None: pick by backend.
     db_concurrency: int | None = None

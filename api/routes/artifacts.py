@@ -12,9 +12,9 @@ from typing import Annotated, Literal
 
 from fastapi import APIRouter, Path, Query, Request, Response
 from pydantic import BaseModel
+from sqlalchemy.orm import Session
 
-from api.auth import ReadDep
-from api.deps import PageDep, SessionDep, StoreDep
+from api.deps import DbDep, PageDep, StoreDep
 from api.download import blob_response
 from api.errors import ApiError
 from api.lineage import artifact_graph
@@ -29,8 +29,9 @@ from api.schemas import (
 from registry.errors import InvalidState, NotFound
 from registry.repository import artifacts as repo
 from registry.repository import metrics as metrics_repo
+from registry.store import ArtifactStore
 
-router = APIRouter(prefix="/artifacts", tags=["artifacts"], dependencies=[ReadDep])
+router = APIRouter(prefix="/artifacts", tags=["artifacts"])
 ArtifactIdPath = Annotated[int, Path(ge=1, le=2**31 - 1, description="artifact id")]
 ArtifactKind = Literal["dataset", "teacher", "soft-labels", "checkpoint", "export", "plot", "report"]
 MAX_FILE_PATH = 1024
@@ -55,65 +56,73 @@ class ManifestPublic(BaseModel):
 
 
 @router.get("", response_model=ArtifactsPublic, summary="List artifacts, newest first")
-def list_artifacts(session: SessionDep, page: PageDep, kind: ArtifactKind | None = None,
-                   run_id: Annotated[int | None, Query(ge=1, le=2**31 - 1)] = None,
-                   sha256: Annotated[str | None, Query(pattern=SHA256_PATTERN)] = None):
-    rows, total = repo.list_artifacts(session, kind=kind, run_id=run_id, sha256=sha256, limit=page.limit,
-                                      offset=page.offset)
-    return ArtifactsPublic(data=rows, count=total)
+async def list_artifacts(db: DbDep, page: PageDep, kind: ArtifactKind | None = None,
+                         run_id: Annotated[int | None, Query(ge=1, le=2**31 - 1)] = None,
+                         sha256: Annotated[str | None, Query(pattern=SHA256_PATTERN)] = None):
+    def listing(session: Session) -> ArtifactsPublic:
+        rows, total = repo.list_artifacts(session, kind=kind, run_id=run_id, sha256=sha256, limit=page.limit,
+                                          offset=page.offset)
+        return ArtifactsPublic(data=rows, count=total)
+
+    return await db.run(listing)
 
 
 @router.get("/{artifact_id}", response_model=ArtifactPublic, summary="Artifact metadata")
-def get_artifact(session: SessionDep, artifact_id: ArtifactIdPath):
-    return repo.get_artifact(session, artifact_id=artifact_id)
+async def get_artifact(db: DbDep, artifact_id: ArtifactIdPath):
+    return await db.run(lambda s: ArtifactPublic.model_validate(repo.get_artifact(s, artifact_id=artifact_id)))
 
 
 @router.get("/{artifact_id}/metrics", response_model=MetricsPublic, summary="Metrics logged on an artifact")
-def artifact_metrics(session: SessionDep, artifact_id: ArtifactIdPath):
-    repo.get_artifact(session, artifact_id=artifact_id)
-    rows = metrics_repo.list_metrics(session, artifact_id=artifact_id)
-    return MetricsPublic(data=rows, count=len(rows))
+async def artifact_metrics(db: DbDep, artifact_id: ArtifactIdPath):
+    def listing(session: Session) -> MetricsPublic:
+        repo.get_artifact(session, artifact_id=artifact_id)
+        rows = metrics_repo.list_metrics(session, artifact_id=artifact_id)
+        return MetricsPublic(data=rows, count=len(rows))
+
+    return await db.run(listing)
 
 
 @router.get("/{artifact_id}/lineage", response_model=LineageGraph, summary="Ancestors of an artifact as a graph")
-def artifact_lineage(session: SessionDep, artifact_id: ArtifactIdPath):
-    return artifact_graph(repo.artifact_lineage(session, artifact_id=artifact_id))
+async def artifact_lineage(db: DbDep, artifact_id: ArtifactIdPath):
+    return await db.run(lambda s: artifact_graph(repo.artifact_lineage(s, artifact_id=artifact_id)))
 
 
 @router.get("/{artifact_id}/download", summary="Download the artifact's bytes (a directory: its manifest)",
             response_class=Response, responses=DOWNLOAD_RESPONSES)
-def download_artifact(request: Request, session: SessionDep, store: StoreDep, artifact_id: ArtifactIdPath):
-    row = repo.get_artifact(session, artifact_id=artifact_id)
-    if row.is_dir:
-        size = len(store.read_bytes(row.sha256))
-        return blob_response(request, store, sha256=row.sha256, size=size, media_type="application/json",
-                             filename=f"{row.kind}-{row.id}.manifest.json")
-    return blob_response(request, store, sha256=row.sha256, size=row.bytes,
-                         filename=f"{row.kind}-{row.id}.{row.format}")
+async def download_artifact(request: Request, db: DbDep, store: StoreDep, artifact_id: ArtifactIdPath):
+    def locate(session: Session) -> tuple[str, int, str, str]:
+        row = repo.get_artifact(session, artifact_id=artifact_id)
+        if row.is_dir:  # its manifest, whose size is read here in the worker thread
+            return row.sha256, len(store.read_bytes(row.sha256)), "application/json", \
+                f"{row.kind}-{row.id}.manifest.json"
+        return row.sha256, row.bytes, "application/octet-stream", f"{row.kind}-{row.id}.{row.format}"
+
+    sha256, size, media_type, filename = await db.run(locate)
+    return blob_response(request, store, sha256=sha256, size=size, media_type=media_type, filename=filename)
 
 
 @router.get("/{artifact_id}/files", response_model=ManifestPublic, summary="Files of a directory artifact")
-def list_files(session: SessionDep, store: StoreDep, artifact_id: ArtifactIdPath):
-    files = _manifest(session, store, artifact_id)
+async def list_files(db: DbDep, store: StoreDep, artifact_id: ArtifactIdPath):
+    files = await db.run(lambda s: _manifest(s, store, artifact_id))
     return ManifestPublic(data=files, count=len(files))
 
 
 @router.get("/{artifact_id}/files/{file_path:path}", summary="Download one file of a directory artifact",
             response_class=Response, responses=DOWNLOAD_RESPONSES)
-def download_file(request: Request, session: SessionDep, store: StoreDep, artifact_id: ArtifactIdPath,
-                  file_path: Annotated[str, Path(max_length=MAX_FILE_PATH, description="path in the manifest")]):
+async def download_file(request: Request, db: DbDep, store: StoreDep, artifact_id: ArtifactIdPath,
+                        file_path: Annotated[str, Path(max_length=MAX_FILE_PATH, description="path in the manifest")]):
     rel = PurePosixPath(file_path)
     if rel.is_absolute() or ".." in rel.parts or "\\" in file_path or "\x00" in file_path:
         raise ApiError(400, "bad_path", f"file path {file_path!r} must be relative and must not contain '..'; "
                                         "use a path listed by GET /artifacts/{id}/files")
-    for entry in _manifest(session, store, artifact_id):
+    for entry in await db.run(lambda s: _manifest(s, store, artifact_id)):
         if entry["path"] == file_path:
             return blob_response(request, store, sha256=entry["sha256"], size=entry["bytes"],
                                  filename=rel.name)
     raise NotFound(f"artifact {artifact_id} has no file {file_path!r}; list them with GET /artifacts/{artifact_id}/files")
 
 
-def _manifest(session, store, artifact_id: int) -> list[dict]:
+def _manifest(session: Session, store: ArtifactStore, artifact_id: int) -> list[dict]:
     row = repo.get_artifact(session, artifact_id=artifact_id)
     if not row.is_dir:
         raise InvalidState(f"artifact {artifact_id} is a single file, not a directory; "

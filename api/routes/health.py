@@ -16,7 +16,7 @@ router = APIRouter(tags=["health"])
 
 
 @router.get("/health", response_model=HealthPublic, summary="Liveness: the process answers")
-def health():
+async def health():
     return HealthPublic(status="ok")
 
 

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import hashlib
 import secrets
-from datetime import timedelta
+from dataclasses import dataclass
+from datetime import datetime, timedelta
 
-from sqlalchemy import select
+from sqlalchemy import bindparam, select, update
 from sqlalchemy.orm import Session
 
 from registry.errors import InvalidState
@@ -47,9 +48,38 @@ def find_token(session: Session, *, token: str) -> ApiToken | None:
     return row
 
 
-def last_used_due(row: ApiToken) -> bool:
+def last_used_due(row: ApiToken | TokenGrant) -> bool:
     """Whether `row.last_used_at` is unset or older than `LAST_USED_RESOLUTION` (so worth a write)."""
     return row.last_used_at is None or utcnow() - row.last_used_at >= LAST_USED_RESOLUTION
+
+
+@dataclass(frozen=True)
+class TokenGrant:
+    """What a live token grants, read without loading its ORM row (the API checks one per request)."""
+
+    id: int
+    name: str
+    scopes: tuple[str, ...]
+    last_used_at: datetime | None
+
+
+_tokens = ApiToken.__table__
+_LIVE_TOKEN = select(_tokens.c.id, _tokens.c.name, _tokens.c.scopes, _tokens.c.last_used_at).where(
+    _tokens.c.token_hash == bindparam("token_hash"), _tokens.c.revoked_at.is_(None))
+_STAMP = update(_tokens).where(_tokens.c.id == bindparam("token_id")).values(last_used_at=bindparam("now"))
+
+
+def lookup_token(session: Session, *, token: str) -> TokenGrant | None:
+    """`find_token` as a `TokenGrant` (one prebuilt Core statement); None for an unknown or revoked token."""
+    if not token:
+        return None
+    row = session.connection().execute(_LIVE_TOKEN, {"token_hash": hash_token(token)}).first()
+    return None if row is None else TokenGrant(row.id, row.name, tuple(row.scopes or ()), row.last_used_at)
+
+
+def stamp_token_used(session: Session, *, token_id: int) -> None:
+    """Set the token's `last_used_at` to now (callers write it only when `last_used_due`)."""
+    session.connection().execute(_STAMP, {"token_id": token_id, "now": utcnow()})
 
 
 def verify_token(session: Session, *, token: str) -> ApiToken | None:

@@ -3,7 +3,9 @@ gated promotion, and the Pareto front of versions over two metrics.
 
 Version numbers stay unique under concurrency: `create_version` locks the model row
 (`SELECT ... FOR UPDATE` on PostgreSQL; SQLite transactions are already serialised by BEGIN IMMEDIATE)
-and the (model_id, version) unique constraint backs it up with a savepoint retry.
+and the (model_id, version) unique constraint backs it up with a savepoint retry. They are also dense:
+a model's versions are exactly 1..N (max + 1 under that lock, and nothing deletes a version: retire one
+with status `archived`), which `list_version_dicts` uses to page in O(page) instead of O(offset).
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from sqlalchemy import func, select
+from sqlalchemy import bindparam, func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -74,35 +76,76 @@ def list_versions(session: Session, *, model_name: str, limit: int = 100,
     return paginate(session, stmt, limit=limit, offset=offset)
 
 
-_VERSION_COLUMNS = (ModelVersion.id, ModelVersion.version, ModelVersion.status, ModelVersion.artifact_id,
-                    ModelVersion.run_id, ModelVersion.description, ModelVersion.created_at)
+# The read-hot paths (the API's version list and a version's metrics) run prebuilt Core statements with
+# bound parameters: built once at import, so a request pays neither statement construction nor cache-key
+# generation, and rows come back as tuples, not ORM objects. About 3x cheaper than the ORM query per page
+# (bench/api_load.py); the results are the same plain values the ORM would give.
+_versions, _models, _aliases, _metrics = (ModelVersion.__table__, Model.__table__, ModelAlias.__table__,
+                                          Metric.__table__)
+_VERSION_KEYS = ("id", "version", "status", "artifact_id", "run_id", "description", "created_at")
+_METRIC_KEYS = ("id", "name", "value", "step", "stage", "run_id", "stage_run_id", "artifact_id", "version_id",
+                "created_at")
+_MODEL_AND_NEWEST = select(_models.c.id, _models.c.name,
+                           select(func.max(_versions.c.version)).where(_versions.c.model_id == _models.c.id)
+                           .scalar_subquery()).where(_models.c.name == bindparam("name"))
+_VERSION_COLUMNS = tuple(_versions.c[key] for key in _VERSION_KEYS)
+_VERSION_RANGE = (select(*_VERSION_COLUMNS)
+                  .where(_versions.c.model_id == bindparam("model_id"), _versions.c.version <= bindparam("top"))
+                  .order_by(_versions.c.version.desc()).limit(bindparam("limit")))
+_VERSION_COUNT = select(func.count()).where(_versions.c.model_id == bindparam("model_id"))
+_VERSION_PAGE = (select(*_VERSION_COLUMNS).where(_versions.c.model_id == bindparam("model_id"))
+                 .order_by(_versions.c.version.desc()).limit(bindparam("limit")).offset(bindparam("offset")))
+_MODEL_ALIASES = select(_aliases.c.version_id, _aliases.c.alias).where(_aliases.c.model_id == bindparam("model_id"))
+_VERSION_METRICS = (select(*(_metrics.c[key] for key in _METRIC_KEYS))
+                    .join(_versions, _versions.c.id == _metrics.c.version_id)
+                    .join(_models, _models.c.id == _versions.c.model_id)
+                    .where(_models.c.name == bindparam("name"), _versions.c.version == bindparam("version"))
+                    .order_by(_metrics.c.id))
 
 
 def list_version_dicts(session: Session, *, model_name: str, limit: int = 100,
                        offset: int = 0) -> tuple[list[dict], int]:
     """`list_versions` as plain dicts (the fields of a version plus `model_name` and its sorted `aliases`),
-    newest first: a column query with no ORM identity map, about 5x cheaper per page for read-only callers
-    (the API's list route)."""
+    newest first, for read-only callers (the API's list route).
+
+    Versions are numbered 1..N without gaps (module docstring), so the total is N, the newest number (an
+    index lookup, not a count of N rows), and the page at `offset` is the version range
+    (N - offset - limit, N - offset], read through the (model_id, version) index without walking past
+    `offset` rows: a deep page costs what the first one does (on PostgreSQL 4 ms -> 2 ms at 10k versions).
+    A page that comes back with a hole in it (a row deleted by hand, outside the registry) is read again
+    with OFFSET and an exact count; pages below such a hole cannot tell and stay shifted by it, one more
+    reason the registry never deletes a version."""
     check_page(limit, offset)
-    found = session.execute(select(Model.id, Model.name).where(Model.name == model_name)).first()
+    conn = session.connection()
+    found = conn.execute(_MODEL_AND_NEWEST, {"name": model_name}).first()
     if found is None:
         get_model(session, name=model_name)  # raises the same NotFound as list_versions
-    model_id, model_name = found
-    total = session.scalar(select(func.count()).select_from(ModelVersion).where(ModelVersion.model_id == model_id))
-    result = session.execute(select(*_VERSION_COLUMNS).where(ModelVersion.model_id == model_id)
-                             .order_by(ModelVersion.version.desc()).limit(limit).offset(offset))
-    keys = [c.key for c in _VERSION_COLUMNS]
-    rows = [{**dict(zip(keys, r, strict=True)), "model_name": model_name, "aliases": []} for r in result]
+    model_id, model_name, newest = found
+    total, top = newest or 0, (newest or 0) - offset
+    page = conn.execute(_VERSION_RANGE, {"model_id": model_id, "top": top, "limit": limit}).all() if top > 0 else []
+    expected = max(0, min(limit, top))
+    if len(page) != expected or (page and (page[0].version, page[-1].version) != (top, top - expected + 1)):
+        total = conn.execute(_VERSION_COUNT, {"model_id": model_id}).scalar_one()
+        page = conn.execute(_VERSION_PAGE, {"model_id": model_id, "limit": limit, "offset": offset}).all()
+    rows = [{**dict(zip(_VERSION_KEYS, r, strict=True)), "model_name": model_name, "aliases": []} for r in page]
     if rows:
         by_id = {r["id"]: r for r in rows}
-        aliases = session.execute(select(ModelAlias.version_id, ModelAlias.alias)
-                                  .where(ModelAlias.model_id == model_id))
-        for version_id, alias in aliases:
+        for version_id, alias in conn.execute(_MODEL_ALIASES, {"model_id": model_id}):
             if version_id in by_id:
                 by_id[version_id]["aliases"].append(alias)
         for row in rows:
             row["aliases"].sort()  # in Python, like ModelVersion.aliases (not the database's collation)
-    return rows, total or 0
+    return rows, total
+
+
+def list_version_metric_dicts(session: Session, *, model_name: str, version: int) -> list[dict]:
+    """The metrics logged on `model_name` version `version` (not on its artifact), as plain dicts in
+    insertion order: one statement; NotFound as `get_version` when the model or version does not exist."""
+    result = session.connection().execute(_VERSION_METRICS, {"name": model_name, "version": version})
+    rows = [dict(zip(_METRIC_KEYS, r, strict=True)) for r in result.all()]
+    if not rows:
+        get_version_id(session, model_name=model_name, version=version)  # a version without metrics: []
+    return rows
 
 
 def get_version_id(session: Session, *, model_name: str, version: int) -> int:

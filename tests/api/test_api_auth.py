@@ -76,3 +76,32 @@ def test_tokens_are_hashed_and_revocable(client, api_db, reader):
     finally:
         engine.dispose()
     assert_error(client.get("/models", headers=reader), 401)
+
+
+PATH_VALUES = {"name": "mnist-mlp", "version": "1", "alias": "production", "run_id": "1", "artifact_id": "1",
+               "file_path": "config.json"}
+REQUIRED_QUERY = {"/models/{name}/compare": {"x": "artifact_bytes", "y": "accuracy"}}
+
+
+def test_every_operation_checks_its_token(client, reader, seed):
+    """Walks the OpenAPI document, so a route added later is covered too: every operation except the
+    probes declares bearer auth and answers 401 without a token; reads pass with a read token, and every
+    mutation is one of MUTATIONS (which checks 401/403 in detail) and answers 403 to a read token."""
+    mutations = set()
+    for template, operations in client.app.openapi()["paths"].items():
+        path = template.format(**{k: v for k, v in PATH_VALUES.items() if "{" + k + "}" in template})
+        for method, operation in operations.items():
+            if template in ("/health", "/ready"):
+                assert "security" not in operation
+                continue
+            assert operation["security"] == [{"HTTPBearer": []}], (method, template)
+            params = REQUIRED_QUERY.get(template, {})
+            assert_error(client.request(method, path, params=params), 401, "unauthorized")
+            status = client.request(method, path, params=params, headers=reader).status_code
+            if method == "get":
+                assert status not in (401, 403), (template, status)
+            else:
+                assert status == 403, (method, template, status)
+                mutations.add((method, template))
+    assert mutations == {(m, p.replace("mnist-mlp", "{name}").replace("production", "{alias}")
+                          .replace("/runs/1/", "/runs/{run_id}/")) for m, p, _ in MUTATIONS}

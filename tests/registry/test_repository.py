@@ -4,10 +4,12 @@ metrics, tokens, lineage, Pareto front, and the session scope's commit/rollback.
 from __future__ import annotations
 
 import pytest
+from sqlalchemy import delete
 
 import registry.repository as repo
 from registry.errors import AlreadyExists, GateFailed, InvalidState, NotFound
-from registry.models import Artifact, Model
+from registry.models import Artifact, Model, ModelVersion
+from registry.repository.tokens import TokenGrant, last_used_due, lookup_token, stamp_token_used
 from registry.session import session_scope
 
 
@@ -72,6 +74,53 @@ def test_versions_numbering_listing_and_aliases(session, store, make_file):
         repo.get_version_by_alias(session, model_name="m", alias="staging")
     with pytest.raises(InvalidState, match="alias"):
         repo.set_alias(session, model_name="m", version=1, alias="Bad Alias")
+
+
+def test_lean_version_reads_match_the_orm(session, store, make_file):
+    """`list_version_dicts` / `list_version_metric_dicts` (prebuilt Core statements, used by the API) return
+    exactly what the ORM reads give, page by page, with aliases and only the asked model's rows."""
+    for name in ("m", "other"):
+        repo.create_model(session, name=name)
+    for i in range(7):
+        art = _artifact(session, store, make_file, bytes([i]) * 10)
+        v = repo.create_version(session, model_name="m" if i != 3 else "other", artifact_id=art.id,
+                                description=f"v{i}" if i % 2 else None)
+        if i % 3:
+            repo.log_metrics(session, metrics={"accuracy": i / 10, "bytes": 100 * i}, version_id=v.id)
+    repo.set_alias(session, model_name="m", version=2, alias="staging")
+    repo.set_alias(session, model_name="m", version=2, alias="production")
+    repo.set_alias(session, model_name="other", version=1, alias="production")
+    fields = ("id", "version", "status", "artifact_id", "run_id", "description", "created_at", "model_name",
+              "aliases")
+    for limit, offset in ((100, 0), (2, 0), (2, 2), (4, 4), (1, 5), (3, 6)):
+        orm_rows, orm_total = repo.list_versions(session, model_name="m", limit=limit, offset=offset)
+        rows, total = repo.list_version_dicts(session, model_name="m", limit=limit, offset=offset)
+        assert total == orm_total == 6
+        assert rows == [{f: getattr(r, f) for f in fields} for r in orm_rows]
+    assert repo.list_version_dicts(session, model_name="m")[0][4]["aliases"] == ["production", "staging"]
+    assert repo.list_version_dicts(session, model_name="m", offset=6) == ([], 6)
+    with pytest.raises(NotFound, match="'nope'"):
+        repo.list_version_dicts(session, model_name="nope")
+    metric_fields = ("id", "name", "value", "step", "stage", "run_id", "stage_run_id", "artifact_id",
+                     "version_id", "created_at")
+    for number in range(1, 7):
+        version = repo.get_version(session, model_name="m", version=number)
+        expected = [{f: getattr(r, f) for f in metric_fields} for r in repo.list_metrics(session,
+                                                                                          version_id=version.id)]
+        assert repo.list_version_metric_dicts(session, model_name="m", version=number) == expected
+    assert repo.list_version_metric_dicts(session, model_name="m", version=1) == []  # a version without metrics
+    with pytest.raises(NotFound, match="no version 9"):
+        repo.list_version_metric_dicts(session, model_name="m", version=9)
+    with pytest.raises(NotFound, match="'nope'"):
+        repo.list_version_metric_dicts(session, model_name="nope", version=1)
+    # versions are never deleted; one deleted by hand leaves a hole, and a page that spans it is read exactly
+    session.execute(delete(ModelVersion).where(ModelVersion.id == repo.get_version_id(session, model_name="m",
+                                                                                      version=3)))
+    session.expire_all()
+    for limit, offset in ((100, 0), (2, 2), (3, 1)):
+        orm_rows, orm_total = repo.list_versions(session, model_name="m", limit=limit, offset=offset)
+        rows, total = repo.list_version_dicts(session, model_name="m", limit=limit, offset=offset)
+        assert total == orm_total == 5 and rows == [{f: getattr(r, f) for f in fields} for r in orm_rows]
 
 
 def test_gated_promotion_names_the_failed_gate(session, store, make_file):
@@ -201,6 +250,20 @@ def test_tokens_store_only_a_hash(session):
     repo.revoke_token(session, token_id=row.id)
     assert repo.verify_token(session, token=plaintext) is None
     assert repo.list_tokens(session) == ([], 0)
+
+
+def test_token_grant_lookup_and_stamp(session):
+    """`lookup_token` (what the API checks per request) agrees with `verify_token` without writing; the
+    `last_used_at` stamp is written only by `stamp_token_used`, and `last_used_due` says when."""
+    row, plaintext = repo.create_token(session, name="reader", scopes=["read"])
+    grant = lookup_token(session, token=plaintext)
+    assert grant == TokenGrant(row.id, "reader", ("read",), None) and last_used_due(grant)
+    assert lookup_token(session, token=plaintext + "x") is None and lookup_token(session, token="") is None
+    stamp_token_used(session, token_id=row.id)
+    grant = lookup_token(session, token=plaintext)
+    assert grant.last_used_at is not None and not last_used_due(grant)
+    repo.revoke_token(session, token_id=row.id)
+    assert lookup_token(session, token=plaintext) is None
 
 
 def test_rows_stay_readable_after_scope(url, store, make_file):
