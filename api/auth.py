@@ -18,7 +18,6 @@ from fastapi.security import HTTPBearer
 from api.errors import ApiError
 from registry.repository.tokens import TokenGrant
 
-SCOPES = ("read", "admin")
 MAX_TOKEN_CHARS = 256  # real tokens are ~46 chars; anything longer is not worth hashing
 _CHALLENGE = {"WWW-Authenticate": "Bearer"}
 

@@ -38,16 +38,6 @@ def create_token(session: Session, *, name: str, scopes: list[str] | tuple[str, 
     return row, plaintext
 
 
-def find_token(session: Session, *, token: str) -> ApiToken | None:
-    """The live (not revoked) token row for `token`, None otherwise; reads only (see `verify_token`)."""
-    if not token:
-        return None
-    row = session.scalar(select(ApiToken).where(ApiToken.token_hash == hash_token(token)))
-    if row is None or row.revoked_at is not None:
-        return None
-    return row
-
-
 def last_used_due(row: ApiToken | TokenGrant) -> bool:
     """Whether `row.last_used_at` is unset or older than `LAST_USED_RESOLUTION` (so worth a write)."""
     return row.last_used_at is None or utcnow() - row.last_used_at >= LAST_USED_RESOLUTION
@@ -70,26 +60,28 @@ _STAMP = update(_tokens).where(_tokens.c.id == bindparam("token_id")).values(las
 
 
 def lookup_token(session: Session, *, token: str) -> TokenGrant | None:
-    """`find_token` as a `TokenGrant` (one prebuilt Core statement); None for an unknown or revoked token."""
+    """What the live (not revoked) token `token` grants, read with one prebuilt Core statement (no ORM row);
+    None for an unknown or revoked token."""
     if not token:
         return None
-    row = session.connection().execute(_LIVE_TOKEN, {"token_hash": hash_token(token)}).first()
+    row = session.execute(_LIVE_TOKEN, {"token_hash": hash_token(token)}).first()
     return None if row is None else TokenGrant(row.id, row.name, tuple(row.scopes or ()), row.last_used_at)
 
 
 def stamp_token_used(session: Session, *, token_id: int) -> None:
     """Set the token's `last_used_at` to now (callers write it only when `last_used_due`)."""
-    session.connection().execute(_STAMP, {"token_id": token_id, "now": utcnow()})
+    session.execute(_STAMP, {"token_id": token_id, "now": utcnow()})
 
 
 def verify_token(session: Session, *, token: str) -> ApiToken | None:
     """The live (not revoked) token row for `token`, with `last_used_at` updated when it is more than
     `LAST_USED_RESOLUTION` old (or unset); None otherwise."""
-    row = find_token(session, token=token)
-    if row is not None and last_used_due(row):
-        row.last_used_at = utcnow()
-        session.flush()
-    return row
+    grant = lookup_token(session, token=token)
+    if grant is None:
+        return None
+    if last_used_due(grant):
+        stamp_token_used(session, token_id=grant.id)
+    return session.get(ApiToken, grant.id, populate_existing=True)  # the row as stored, stamp included
 
 
 def get_token(session: Session, *, token_id: int) -> ApiToken:

@@ -116,21 +116,20 @@ def list_version_dicts(session: Session, *, model_name: str, limit: int = 100,
     with OFFSET and an exact count; pages below such a hole cannot tell and stay shifted by it, one more
     reason the registry never deletes a version."""
     check_page(limit, offset)
-    conn = session.connection()
-    found = conn.execute(_MODEL_AND_NEWEST, {"name": model_name}).first()
+    found = session.execute(_MODEL_AND_NEWEST, {"name": model_name}).first()
     if found is None:
         get_model(session, name=model_name)  # raises the same NotFound as list_versions
     model_id, model_name, newest = found
     total, top = newest or 0, (newest or 0) - offset
-    page = conn.execute(_VERSION_RANGE, {"model_id": model_id, "top": top, "limit": limit}).all() if top > 0 else []
+    page = session.execute(_VERSION_RANGE, {"model_id": model_id, "top": top, "limit": limit}).all() if top > 0 else []
     expected = max(0, min(limit, top))
     if len(page) != expected or (page and (page[0].version, page[-1].version) != (top, top - expected + 1)):
-        total = conn.execute(_VERSION_COUNT, {"model_id": model_id}).scalar_one()
-        page = conn.execute(_VERSION_PAGE, {"model_id": model_id, "limit": limit, "offset": offset}).all()
+        total = session.execute(_VERSION_COUNT, {"model_id": model_id}).scalar_one()
+        page = session.execute(_VERSION_PAGE, {"model_id": model_id, "limit": limit, "offset": offset}).all()
     rows = [{**dict(zip(_VERSION_KEYS, r, strict=True)), "model_name": model_name, "aliases": []} for r in page]
     if rows:
         by_id = {r["id"]: r for r in rows}
-        for version_id, alias in conn.execute(_MODEL_ALIASES, {"model_id": model_id}):
+        for version_id, alias in session.execute(_MODEL_ALIASES, {"model_id": model_id}):
             if version_id in by_id:
                 by_id[version_id]["aliases"].append(alias)
         for row in rows:
@@ -141,7 +140,7 @@ def list_version_dicts(session: Session, *, model_name: str, limit: int = 100,
 def list_version_metric_dicts(session: Session, *, model_name: str, version: int) -> list[dict]:
     """The metrics logged on `model_name` version `version` (not on its artifact), as plain dicts in
     insertion order: one statement; NotFound as `get_version` when the model or version does not exist."""
-    result = session.connection().execute(_VERSION_METRICS, {"name": model_name, "version": version})
+    result = session.execute(_VERSION_METRICS, {"name": model_name, "version": version})
     rows = [dict(zip(_METRIC_KEYS, r, strict=True)) for r in result.all()]
     if not rows:
         get_version_id(session, model_name=model_name, version=version)  # a version without metrics: []
