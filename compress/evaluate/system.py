@@ -171,6 +171,20 @@ def parameter_count(model: nn.Module) -> int:
     return sum(logical_numel(p) for p in model.parameters())
 
 
+def model_size(model: nn.Module):
+    """`SizeReport` of `model`: logical parameters (packed 4-bit counted unpacked), stored bytes with
+    every scale and quantization state, and parameters not exactly zero (masked pruning zeros excluded;
+    a packed quantized weight counts as nonzero)."""
+    from compress.techniques import SizeReport
+
+    params = parameter_count(model)
+    nonzero = 0
+    for p in model.parameters():
+        packed = getattr(p, "quant_state", None) is not None or not p.is_floating_point()
+        nonzero += logical_numel(p) if packed else int(torch.count_nonzero(p.detach()))
+    return SizeReport(params=params, bytes=weight_bytes(model), nonzero=nonzero)
+
+
 def nominal_bytes_per_param(param: torch.Tensor) -> float:
     """Rule-of-thumb bytes per parameter: 0.5 for 4-bit, 1 for int8, else the dtype's size."""
     if getattr(param, "quant_state", None) is not None:

@@ -31,10 +31,10 @@ def _state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
 
 def save_plain(model: nn.Module, root: Path, *, metadata: dict[str, str], sparse: bool = False) -> dict[str, Any]:
     """Write the plain layout into `root`; returns the manifest fields describing it."""
-    from compress.quantize.bnb import quantization_info
+    from compress.techniques import quantized_layers
 
     spec = model_spec(model)
-    qinfo = quantization_info(model)
+    qinfo = quantized_layers(model)
     if sparse and qinfo:
         raise ValueError("sparse=True stores pruned float weights; this model is quantized "
                          f"({sorted(qinfo)}); export it with sparse=False")
@@ -73,47 +73,48 @@ def _swap_in(model: nn.Module, name: str, layer: nn.Module) -> None:
 
 def load_plain(root: Path, manifest: dict[str, Any], *, allow_pickle: bool = False,
                use_bitsandbytes: bool | None = None) -> nn.Module:
-    """Rebuild the model of a verified plain export (eval mode, CPU)."""
-    from compress.quantize.dequant import dequantize_state_dict
-
+    """Rebuild the model of a verified plain export (eval mode, CPU). Each quantized layer is rebuilt by
+    the technique that wrote it (`compress.techniques`), or dequantized into a plain layer where
+    `use_bitsandbytes` is False or the technique's runtime cannot be imported."""
     spec = json.loads((root / ARCHITECTURE).read_text())
     model = build_model(spec)
     tensors = _read_tensors(root, manifest, allow_pickle)
     qfile = root / QUANTIZATION
     qinfo: dict[str, dict[str, Any]] = json.loads(qfile.read_text())["modules"] if qfile.is_file() else {}
-    if qinfo and use_bitsandbytes is None:
-        try:
-            import bitsandbytes  # noqa: F401
-            use_bitsandbytes = True
-        except ImportError:
-            use_bitsandbytes = False
-    if qinfo and use_bitsandbytes:
-        tensors = _load_bnb_layers(model, tensors, qinfo)
-    elif qinfo:
-        tensors = dequantize_state_dict(tensors)
+    tensors, rebuilt = _load_quantized_layers(model, tensors, qinfo, native=use_bitsandbytes is not False)
     missing, unexpected = model.load_state_dict(tensors, strict=False)
-    missing = [k for k in missing if not any(k.startswith(n + ".") for n in qinfo if use_bitsandbytes)]
+    missing = [k for k in missing if not any(k.startswith(n + ".") for n in rebuilt)]
     if missing or unexpected:
         raise ValueError(f"{root / WEIGHTS} does not match {ARCHITECTURE}: missing {missing[:5]}, unexpected "
                          f"{unexpected[:5]}; re-export the model")
-    if getattr(model, "quantization_config", None) is None and qfile.is_file() and use_bitsandbytes:
+    if getattr(model, "quantization_config", None) is None and rebuilt:
         model.quantization_config = json.loads(qfile.read_text()).get("config")
     return model.eval()
 
 
-def _load_bnb_layers(model: nn.Module, tensors: dict[str, torch.Tensor],
-                     qinfo: dict[str, dict[str, Any]]) -> dict[str, torch.Tensor]:
-    """Replace each quantized layer of the float `model` by a bitsandbytes layer rebuilt from its stored
-    tensors; returns the tensors left for `load_state_dict`."""
-    from compress.quantize.bnb import linear4bit_from_tensors, linear8bit_from_tensors
+def _load_quantized_layers(model: nn.Module, tensors: dict[str, torch.Tensor], qinfo: dict[str, dict[str, Any]],
+                           *, native: bool) -> tuple[dict[str, torch.Tensor], set[str]]:
+    """Replace each quantized layer of the float `model` by the one its technique rebuilds from the
+    stored tensors (native, when its runtime imports), or put its dequantized float tensors back;
+    returns the tensors left for `load_state_dict` and the names of the rebuilt layers."""
+    from compress.techniques import quantizer
 
     rest = dict(tensors)
+    rebuilt: set[str] = set()
     for name, info in qinfo.items():
         prefix = name + "."
         own = {k[len(prefix):]: rest.pop(k) for k in [k for k in rest if k.startswith(prefix)]}
-        if info["kind"] == "int8":
-            layer = linear8bit_from_tensors(own, threshold=info["threshold"])
+        technique = quantizer(info["kind"])
+        if native and technique.rebuild_layer is not None:
+            try:
+                _swap_in(model, name, technique.rebuild_layer(own, info))
+                rebuilt.add(name)
+                continue
+            except ImportError:  # the technique's runtime (e.g. bitsandbytes) is absent: dequantize
+                pass
+        if technique.dequantize_layer is not None:
+            rest.update({prefix + k: v for k, v in technique.dequantize_layer(own, info).items()})
         else:
-            layer = linear4bit_from_tensors(own, compute_dtype=info.get("compute_dtype", "float32"))
-        _swap_in(model, name, layer)
-    return rest
+            raise ValueError(f"layer {name!r} is quantized with {technique.name!r}, which can neither be rebuilt "
+                             "nor dequantized here; install the technique's runtime")
+    return rest, rebuilt

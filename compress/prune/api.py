@@ -203,10 +203,19 @@ def _prune(model: nn.Module, cfg, masks: Masks | None, kind: str) -> PruneReport
     return PruneReport(config=cfg.to_dict(), layers=layers, masks=new, pqi_global=float(pqi_all))
 
 
-HANDLERS: dict[type, Callable[[nn.Module, Any, Masks | None], PruneReport]] = {
-    PQIPruneConfig: lambda model, cfg, masks: _prune(model, cfg, masks, "pqi"),
-    MagnitudePruneConfig: lambda model, cfg, masks: _prune(model, cfg, masks, "magnitude"),
-}
+def _register() -> None:
+    from compress.techniques import PruneTechnique, register_pruner
+
+    register_pruner(PruneTechnique(
+        name="sap", config=PQIPruneConfig, apply=lambda model, cfg, masks=None: _prune(model, cfg, masks, "pqi"),
+        module=__name__, description="sparsity-informed adaptive pruning by the PQ Index (Diao et al. 2023)"))
+    register_pruner(PruneTechnique(
+        name="magnitude", config=MagnitudePruneConfig,
+        apply=lambda model, cfg, masks=None: _prune(model, cfg, masks, "magnitude"),
+        module=__name__, description="a fixed fraction of the surviving weights, smallest magnitude first"))
+
+
+_register()
 
 
 @torch.no_grad()
@@ -216,8 +225,11 @@ def prune_(model: nn.Module, config: PQIPruneConfig | MagnitudePruneConfig, mask
     masks: the survivors so far (`report.masks` of the previous round). None treats exactly-zero
     weights as already pruned, so calling `prune_` repeatedly on the same model also works.
     """
-    handler = HANDLERS.get(type(config))
-    if handler is None:
-        raise TypeError(f"prune_ got a {type(config).__name__}; expected one of "
-                        f"{[t.__name__ for t in HANDLERS]}")
-    return handler(model, config, masks)
+    from compress.techniques import PRUNERS, load_all
+
+    load_all()
+    for technique in PRUNERS.values():
+        if type(config) is technique.config:
+            return technique.apply(model, config, masks)
+    raise TypeError(f"prune_ got a {type(config).__name__}; expected one of "
+                    f"{sorted(t.config.__name__ for t in PRUNERS.values())}")

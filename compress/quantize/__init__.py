@@ -1,19 +1,12 @@
-"""Weight quantization with bitsandbytes: `quantize_(model, Int8Config() | NF4Config() | FP4Config())`
-for plain torch models, `load_quantized_hf(source, config)` for HF causal LMs, and a pure-torch
-dequantizer (`compress.quantize.dequant`) for loading quantized exports without bitsandbytes."""
+"""Weight quantization. Each technique is one module that registers a bundle in
+`compress.techniques.QUANTIZERS` (`none`, `int8`/`nf4`/`fp4` through bitsandbytes, ...):
+`quantize_(model, config)` for plain torch models, `load_quantized_hf(source, config)` for HF causal LMs,
+and a pure-torch dequantizer (`compress.quantize.dequant`) for loading exports without bitsandbytes."""
 
-from compress.quantize import bnb as _bnb_handlers  # noqa: F401  (registers the quantizers)
-from compress.quantize.api import (
-    QUANTIZERS,
-    FP4Config,
-    Int8Config,
-    NF4Config,
-    load_quantized_hf,
-    quantize_,
-    register_quantizer,
-)
-from compress.quantize.bnb import quantization_info, to_bnb_config
+from compress.quantize.api import load_quantized_hf, quantize_, technique_for
+from compress.quantize.bnb import FP4Config, Int8Config, NF4Config, quantization_info, to_bnb_config
 from compress.quantize.dequant import dequantize_state_dict
+from compress.techniques import QUANTIZERS
 
 __all__ = ["QUANTIZERS", "FP4Config", "Int8Config", "NF4Config", "dequantize_state_dict", "load_quantized_hf",
-           "quantization_info", "quantize_", "register_quantizer", "to_bnb_config"]
+           "quantization_info", "quantize_", "technique_for", "to_bnb_config"]

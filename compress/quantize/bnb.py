@@ -23,15 +23,76 @@ layers are `Linear4bit` subclasses (`SafeLinear4bit`) that dequantize such layer
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Iterable
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from compress.quantize.api import FP4Config, Int8Config, NF4Config, _FourBitConfig, register_quantizer
+from compress.config import CompressConfig
 from compress.quantize.dequant import dequantize_4bit
+
+COMPUTE_DTYPES = ("float32", "bfloat16", "float16")
+
+
+def _check_skip(skip_modules: Any) -> tuple[str, ...]:
+    if isinstance(skip_modules, str) or not all(isinstance(s, str) and s for s in skip_modules):
+        raise ValueError(f"skip_modules must be a list of module names (e.g. ['lm_head', 'layers.0']), "
+                         f"got {skip_modules!r}")
+    return tuple(skip_modules)
+
+
+@dataclasses.dataclass
+class Int8Config(CompressConfig):
+    """LLM.int8: int8 weights with per-row absmax scales; activation columns with any |x| > threshold
+    run in 16-bit (outlier decomposition). threshold=6.0 is the paper's default; 0 disables it."""
+
+    threshold: float = 6.0
+    skip_modules: tuple[str, ...] = ()
+
+    def __post_init__(self):
+        if not isinstance(self.threshold, int | float) or self.threshold < 0:
+            raise ValueError(f"Int8Config.threshold must be a number >= 0 (6.0 = LLM.int8 default, 0 = no "
+                             f"outlier decomposition), got {self.threshold!r}")
+        self.threshold = float(self.threshold)
+        self.skip_modules = _check_skip(self.skip_modules)
+
+
+@dataclasses.dataclass
+class _FourBitConfig(CompressConfig):
+    """4-bit blockwise weights (block of 64, one absmax per block). double_quant also quantizes the
+    absmax values to 8 bit (QLoRA "double quantization", ~0.37 bit/param saved); compute_dtype is the
+    dtype the dequantized weight is multiplied in."""
+
+    quant_type: ClassVar[str] = ""
+    double_quant: bool = False
+    compute_dtype: str = "float32"
+    skip_modules: tuple[str, ...] = ()
+
+    def __post_init__(self):
+        if not isinstance(self.double_quant, bool):
+            raise ValueError(f"{type(self).__name__}.double_quant must be true or false, got {self.double_quant!r}")
+        if self.compute_dtype not in COMPUTE_DTYPES:
+            raise ValueError(f"{type(self).__name__}.compute_dtype must be one of {list(COMPUTE_DTYPES)}, "
+                             f"got {self.compute_dtype!r}")
+        self.skip_modules = _check_skip(self.skip_modules)
+
+
+@dataclasses.dataclass
+class NF4Config(_FourBitConfig):
+    """4-bit NormalFloat: 16 levels at quantiles of N(0, 1), information-optimal for normal weights."""
+
+    quant_type: ClassVar[str] = "nf4"
+
+
+@dataclasses.dataclass
+class FP4Config(_FourBitConfig):
+    """4-bit float (1 sign, 2 exponent, 1 mantissa bit)."""
+
+    quant_type: ClassVar[str] = "fp4"
+
 
 try:
     import bitsandbytes
@@ -121,20 +182,15 @@ def to_linear4bit(linear: nn.Linear, quant_type: str, double_quant: bool, comput
     return layer
 
 
-@register_quantizer(Int8Config)
-def _quantize_int8(model: nn.Module, config: Int8Config) -> nn.Module:
+def _quantize_int8(model: nn.Module, config: Int8Config, calibration: Any = None) -> nn.Module:
     names = replace_linears(model, lambda lin: to_linear8bit(lin, config.threshold), config.skip_modules)
     return _mark(model, config, names)
 
 
-def _quantize_4bit(model: nn.Module, config: _FourBitConfig) -> nn.Module:
+def _quantize_4bit(model: nn.Module, config: _FourBitConfig, calibration: Any = None) -> nn.Module:
     names = replace_linears(model, lambda lin: to_linear4bit(lin, config.quant_type, config.double_quant,
                                                              config.compute_dtype), config.skip_modules)
     return _mark(model, config, names)
-
-
-register_quantizer(NF4Config)(_quantize_4bit)
-register_quantizer(FP4Config)(_quantize_4bit)
 
 
 def _mark(model: nn.Module, config, names: list[str]) -> nn.Module:
@@ -145,21 +201,29 @@ def _mark(model: nn.Module, config, names: list[str]) -> nn.Module:
     return model
 
 
+def _describe_int8(module: nn.Module) -> dict[str, Any] | None:
+    if bitsandbytes is None or not isinstance(module, bitsandbytes.nn.Linear8bitLt):
+        return None
+    return {"threshold": float(module.state.threshold)}
+
+
+def _describe_4bit(quant_type: str) -> Callable[[nn.Module], dict[str, Any] | None]:
+    def describe(module: nn.Module) -> dict[str, Any] | None:
+        if bitsandbytes is None or not isinstance(module, bitsandbytes.nn.Linear4bit):
+            return None
+        qs = module.weight.quant_state
+        if qs.quant_type != quant_type:
+            return None
+        compute = str(module.compute_dtype).removeprefix("torch.") if module.compute_dtype else "float32"
+        return {"double_quant": bool(qs.nested), "compute_dtype": compute}
+    return describe
+
+
 def quantization_info(model: nn.Module) -> dict[str, dict[str, Any]]:
     """Quantized layers of `model`: {dotted name: {"kind": "int8"|"nf4"|"fp4", ...layer settings}}."""
-    try:
-        bnb = _bnb()
-    except ImportError:
-        return {}
-    info: dict[str, dict[str, Any]] = {}
-    for name, mod in model.named_modules():
-        if isinstance(mod, bnb.nn.Linear8bitLt):
-            info[name] = {"kind": "int8", "threshold": float(mod.state.threshold)}
-        elif isinstance(mod, bnb.nn.Linear4bit):
-            qs = mod.weight.quant_state
-            compute = str(mod.compute_dtype).removeprefix("torch.") if mod.compute_dtype else "float32"
-            info[name] = {"kind": qs.quant_type, "double_quant": bool(qs.nested), "compute_dtype": compute}
-    return info
+    from compress.techniques import quantized_layers
+
+    return quantized_layers(model)
 
 
 def linear8bit_from_tensors(tensors: dict[str, torch.Tensor], *, threshold: float,
@@ -218,3 +282,41 @@ def to_bnb_config(config: Int8Config | NF4Config | FP4Config):
                                   bnb_4bit_compute_dtype=_TORCH_DTYPES[config.compute_dtype],
                                   llm_int8_skip_modules=skip)
     raise TypeError(f"to_bnb_config needs Int8Config, NF4Config or FP4Config, got {type(config).__name__}")
+
+
+def _dequantize_int8_layer(tensors: dict[str, torch.Tensor], info: dict[str, Any]) -> dict[str, torch.Tensor]:
+    from compress.quantize.dequant import dequantize_int8
+
+    out = {"weight": dequantize_int8(tensors["weight"], tensors["SCB"])}
+    return out | ({"bias": tensors["bias"]} if "bias" in tensors else {})
+
+
+def _dequantize_4bit_layer(tensors: dict[str, torch.Tensor], info: dict[str, Any]) -> dict[str, torch.Tensor]:
+    from compress.quantize.dequant import dequantize_state_dict
+
+    out = dequantize_state_dict(tensors)
+    return {k: v for k, v in out.items() if k in ("weight", "bias")}
+
+
+def _rebuild_4bit(tensors: dict[str, torch.Tensor], info: dict[str, Any]) -> nn.Module:
+    return linear4bit_from_tensors(tensors, compute_dtype=info.get("compute_dtype", "float32"))
+
+
+def _register() -> None:
+    from compress.evaluate.system import model_size
+    from compress.techniques import QuantTechnique, register_quantizer
+
+    register_quantizer(QuantTechnique(
+        name="int8", config=Int8Config, apply=_quantize_int8, size=model_size, describe_layer=_describe_int8,
+        rebuild_layer=lambda tensors, info: linear8bit_from_tensors(tensors, threshold=info["threshold"]),
+        dequantize_layer=_dequantize_int8_layer, hf_quantization_config=to_bnb_config, module=__name__,
+        description="bitsandbytes LLM.int8: int8 weights, row absmax scales, fp16 outlier columns"))
+    for quant_type, config in (("nf4", NF4Config), ("fp4", FP4Config)):
+        register_quantizer(QuantTechnique(
+            name=quant_type, config=config, apply=_quantize_4bit, size=model_size,
+            describe_layer=_describe_4bit(quant_type), rebuild_layer=_rebuild_4bit,
+            dequantize_layer=_dequantize_4bit_layer, hf_quantization_config=to_bnb_config, module=__name__,
+            description=f"bitsandbytes {quant_type.upper()}: 4-bit round-to-nearest, one absmax per 64 weights"))
+
+
+_register()

@@ -41,7 +41,8 @@ def test_config_dict_and_hash_record_the_type():
 
 
 def test_registry_has_every_config_and_refuses_unknown():
-    assert {Int8Config, NF4Config, FP4Config} <= set(QUANTIZERS)
+    assert {"none", "int8", "nf4", "fp4"} <= set(QUANTIZERS)
+    assert {QUANTIZERS[n].config for n in ("int8", "nf4", "fp4")} == {Int8Config, NF4Config, FP4Config}
 
     class Other(Int8Config):
         pass
