@@ -14,11 +14,11 @@ from typing import Any
 import httpx
 
 from api.errors import ApiError
+from registry.config import run_tag  # lets the flow find the registry row the API created
 
 START_HINT = ("start the Prefect server and the compression deployment with `shrinkwrap serve`, and point "
               "the API at it with PREFECT_API_URL (e.g. http://127.0.0.1:4200/api)")
 FINAL_PREFECT_STATES = {"COMPLETED", "FAILED", "CRASHED", "CANCELLED"}
-RUN_TAG = "shrinkwrap-run:{run_id}"  # lets the flow find the registry row the API created
 
 
 def prefect_api_url() -> str | None:
@@ -72,7 +72,7 @@ def trigger_flow_run(*, deployment: str, parameters: dict[str, Any], run_id: int
             except ObjectNotFound:
                 raise _unavailable(f"no Prefect deployment named {deployment!r} at {url}; {START_HINT}") from None
             flow_run = client.create_flow_run_from_deployment(
-                dep.id, parameters=parameters, tags=[RUN_TAG.format(run_id=run_id)])
+                dep.id, parameters=parameters, tags=[run_tag(run_id)])
     except (httpx.TransportError, OSError) as err:
         raise _transport_error(err, url) from err
     except httpx.HTTPStatusError as err:

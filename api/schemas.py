@@ -2,7 +2,7 @@
 
 Request bodies forbid unknown keys (a typo fails with 422 instead of being ignored) and bound every
 string, so an oversized input is refused by validation before it reaches the database. Response models
-read ORM rows directly (`from_attributes`). The body of `POST /runs` is `flows.recipe.Recipe` itself.
+read ORM rows directly (`from_attributes`). The body of `POST /runs` is `flows.recipe.AnyRecipe` itself (a union keyed on `task`).
 """
 
 from __future__ import annotations
@@ -11,6 +11,8 @@ from datetime import datetime
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+
+from registry.repository.gates import Gate
 
 # Same rule as registry.repository.models.NAME_RE, stated here so OpenAPI documents it.
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,199}$"
@@ -83,13 +85,7 @@ class VersionsPublic(BaseModel):
     count: int
 
 
-class GateCreate(_Body):
-    """A promotion gate: `metric op value`, or relative to the parent version's value of the metric."""
-
-    metric: MetricName
-    op: Literal[">=", "<=", ">", "<"]
-    value: float = Field(allow_inf_nan=False)
-    relative_to: Literal["parent"] | None = None
+GateCreate = Gate  # one definition of a promotion gate (registry/repository/gates.py)
 
 
 class AliasSet(_Body):

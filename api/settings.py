@@ -6,7 +6,7 @@
 | SHRINKWRAP_ARTIFACT_ROOT         | $SHRINKWRAP_HOME/artifacts       | artifact store root (registry/config.py)     |
 | SHRINKWRAP_API_OPEN_READS        | false                            | true: GET routes need no token               |
 | SHRINKWRAP_API_MAX_BODY_BYTES    | 1048576 (1 MiB)                  | larger request bodies get 413                |
-| SHRINKWRAP_API_DEPLOYMENT        | flows.deploy.DEPLOYMENT_NAME     | Prefect deployment that `POST /runs` starts  |
+| SHRINKWRAP_API_DEPLOYMENT        | registry.config.DEPLOYMENT_NAME  | Prefect deployment that `POST /runs` starts  |
 | SHRINKWRAP_API_PREFECT_TIMEOUT_S | 5                                | timeout of each Prefect API call             |
 | SHRINKWRAP_API_DB_CONCURRENCY    | 1 on SQLite, 10 otherwise        | requests inside a DB transaction at once     |
 | PREFECT_API_URL                  | (Prefect's own default)          | Prefect server that runs are triggered on    |
@@ -22,7 +22,6 @@ from dataclasses import dataclass, field
 
 from registry.config import artifact_root, database_url
 
-DEFAULT_DEPLOYMENT = "compress-model/default"  # mirrors flows.deploy.DEPLOYMENT_NAME
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off", ""}
 
@@ -50,11 +49,9 @@ def _env_number(name: str, default: float, kind: type = int) -> float:
 
 
 def default_deployment() -> str:
-    """The flows package names the deployment; fall back to its documented value while it is absent."""
-    try:
-        from flows.deploy import DEPLOYMENT_NAME
-    except ImportError:
-        return DEFAULT_DEPLOYMENT
+    """The deployment `shrinkwrap serve` creates (named once, in registry.config)."""
+    from registry.config import DEPLOYMENT_NAME
+
     return DEPLOYMENT_NAME
 
 

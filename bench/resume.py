@@ -56,7 +56,7 @@ def run(recipe: Path, home: Path, fault: str | None) -> tuple[int, float]:
     if fault:
         env["SHRINKWRAP_FAULT"] = fault
     start = time.perf_counter()
-    proc = subprocess.run([sys.executable, "-m", "flows.cli", "run", str(recipe)], env=env, cwd=ROOT,
+    proc = subprocess.run([sys.executable, "-m", "shrinkwrap", "run", str(recipe)], env=env, cwd=ROOT,
                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     return proc.returncode, time.perf_counter() - start
 

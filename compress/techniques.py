@@ -73,8 +73,12 @@ class QuantTechnique:
     dequantize_layer: Callable[[dict[str, torch.Tensor], dict[str, Any]], dict[str, torch.Tensor]] | None = None
     hf_quantization_config: Callable[[Any], Any] | None = None
     needs_calibration: bool = False
-    module: str = ""          # the module that registered it: its source is part of the cache keys
+    module: str = ""          # the module that registered it
+    sources: tuple[str, ...] = ()  # further modules it runs; with `module`, the variant stages' cache key
     description: str = ""
+
+    def code_sources(self) -> tuple[str, ...]:
+        return (self.module, *self.sources)
 
     def make_config(self, options: Mapping[str, Any] | None = None) -> CompressConfig | None:
         """The technique's config from recipe options; the config's own __post_init__ validates them."""

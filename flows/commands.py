@@ -41,24 +41,6 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=cmd_serve)
 
 
-def ensure_schema() -> None:
-    """Upgrade the default (embedded SQLite) registry; for a configured URL only check and explain."""
-    import os
-
-    from registry.config import database_url
-    from registry.session import check_schema, init_db, make_engine
-
-    url = database_url()
-    if "SHRINKWRAP_DATABASE_URL" not in os.environ:
-        init_db(url)
-        return
-    engine = make_engine(url)
-    try:
-        check_schema(engine)
-    finally:
-        engine.dispose()
-
-
 def cmd_run(args) -> int:
     from flows.recipe import Recipe, RecipeError
 
@@ -70,6 +52,8 @@ def cmd_run(args) -> int:
     from registry.errors import SchemaOutOfDate
 
     try:
+        from registry.session import ensure_schema
+
         ensure_schema()
     except SchemaOutOfDate as err:
         print(f"error: {err}", file=sys.stderr)

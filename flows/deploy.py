@@ -42,8 +42,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from flows.cache import ROOT
 from flows.recipe import Recipe, RecipeError, format_errors
+from registry.config import DEPLOYMENT_NAME  # one home, shared with api/
 
-DEPLOYMENT_NAME = "compress-model/default"
 DEFAULT_SCHEDULES = ROOT / "schedules.yaml"
 DEFAULT_RECIPE = ROOT / "recipes" / "mnist.yaml"
 PREFECT_PORT = int(os.environ.get("SHRINKWRAP_PREFECT_PORT", "4200"))
@@ -104,7 +104,7 @@ def _recipe_params(recipe_path: str | Path, base: Path) -> dict[str, Any]:
 
 
 def build_deployments(schedules: list[ScheduleEntry], *, base: Path = ROOT, work_pool: str | None = None) -> list:
-    """The compression deployment ("compress-model/default", no schedule) + one deployment per schedule."""
+    """The compression deployment (DEPLOYMENT_NAME, no schedule) + one deployment per schedule."""
     from prefect.schedules import Cron, Interval
 
     from flows.flow import with_task_runner
@@ -186,7 +186,7 @@ def start_prefect_server(port: int = PREFECT_PORT) -> subprocess.Popen:
 
 
 def start_api(host: str, port: int) -> subprocess.Popen:
-    proc = subprocess.Popen([sys.executable, "-m", "flows.cli", "api", "--host", host, "--port", str(port)],
+    proc = subprocess.Popen([sys.executable, "-m", "shrinkwrap", "api", "--host", host, "--port", str(port)],
                             env=dict(os.environ))
     wait_healthy(f"http://{host}:{port}", proc=proc)
     return proc
@@ -210,7 +210,7 @@ def _serve_deployments(schedules, schedules_path: str | None, pool: str | None, 
 def serve(*, schedules_path: str | None = None, api: bool = True, host: str = "127.0.0.1", port: int = 8000,
           pool: str | None = None) -> int:
     """Blocking: serve (or register on `pool`) the deployments, run the API; Ctrl-C stops everything."""
-    from flows.commands import ensure_schema
+    from registry.session import ensure_schema
 
     try:
         schedules = load_schedules(schedules_path)

@@ -7,7 +7,7 @@ hooks mark it failed or cancelled. Stages are tasks in flows/stages.py; every fu
 the flow finishes, so a failed variant branch fails the flow after its siblings have finished.
 
     from flows.flow import compress_model
-    compress_model(Recipe.from_yaml("recipes/mnist.yaml"))   # a temporary Prefect server if none is set
+    compress_model(Recipe.from_yaml("recipes/mnist.yaml"))  # flows.recipe.Recipe   # a temporary Prefect server if none is set
 """
 
 from __future__ import annotations
@@ -16,18 +16,20 @@ import logging
 import os
 import subprocess
 import time
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
 from prefect import flow
 from prefect.futures import wait
 
+from compress.export import library_versions
+from compress.tasks import get_task
 from flows import stages
 from flows.cache import ROOT
-from flows.recipe import QuantVariant, Recipe
+from flows.recipe import AnyRecipe
 from flows.record import skip_stage
 from registry import repository as repo
+from registry.config import run_id_from_tags
 from registry.session import session_scope
 
 # Prefect warns on every sync task with a timeout that runs in a worker thread (the variant fan-out): the
@@ -53,20 +55,6 @@ class _Once(logging.Filter):
 logging.getLogger("bitsandbytes.autograd._functions").addFilter(_Once())
 
 FLOW_NAME = "compress-model"
-RUN_TAG_PREFIX = "shrinkwrap-run"  # api/prefect_runs.py tags flow runs it starts with shrinkwrap-run:<run id>
-LIBRARIES = ("shrinkwrap", "torch", "prefect", "bitsandbytes", "transformers", "safetensors", "sqlalchemy")
-
-
-def library_versions() -> dict[str, str]:
-    out = {}
-    for name in LIBRARIES:
-        try:
-            out[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            continue
-    return out
-
-
 def git_commit() -> str | None:
     if not (ROOT / ".git").exists():
         return None
@@ -88,11 +76,7 @@ def _api_run_id() -> int | None:
     """The registry run `POST /runs` created for this flow run (tag `shrinkwrap-run:<id>`), if any."""
     from prefect.runtime import flow_run
 
-    for tag in flow_run.tags or []:
-        prefix, _, value = tag.partition(":")
-        if prefix == RUN_TAG_PREFIX and value.isdigit():
-            return int(value)
-    return None
+    return run_id_from_tags(flow_run.tags)
 
 
 def _wait_for_run(session, run_id: int, timeout_s: float = 30.0):
@@ -110,7 +94,7 @@ def _wait_for_run(session, run_id: int, timeout_s: float = 30.0):
             time.sleep(0.5)
 
 
-def open_run(recipe: Recipe) -> int:
+def open_run(recipe) -> int:
     """Create the registry run (or adopt the pending one the API created) and mark it running."""
     flow_run_id = _flow_run_id()
     with session_scope() as s:
@@ -131,9 +115,8 @@ def _mark_run(flow_run, status: str, error: str | None) -> None:
     """Hook body: find the registry run of this Prefect flow run and give it a terminal status."""
     try:
         with session_scope() as s:
-            tagged = [int(t.partition(":")[2]) for t in (flow_run.tags or [])
-                      if t.startswith(f"{RUN_TAG_PREFIX}:") and t.partition(":")[2].isdigit()]
-            run = (repo.get_run(s, run_id=tagged[0]) if tagged
+            tagged = run_id_from_tags(flow_run.tags)
+            run = (repo.get_run(s, run_id=tagged) if tagged is not None
                    else repo.get_run_by_flow_run_id(s, flow_run_id=str(flow_run.id)))
             if run.status not in ("completed", "failed", "cancelled"):
                 repo.set_run_status(s, run_id=run.id, status=status, error=error)
@@ -155,34 +138,38 @@ def _resolve(futures: dict[str, Any]) -> dict[str, Any]:
     return {name: (f.result() if f is not None else None) for name, f in futures.items()}
 
 
+def _stage(stage: str, recipe, run_id: int, fn, *args) -> dict[str, Any] | None:
+    """Run `fn` if the task says `stage` is enabled for this recipe, else record it as skipped."""
+    if get_task(recipe.task).enabled(stage, recipe):
+        return fn(run_id, recipe, *args)
+    skip_stage(stage, run_id=run_id, reason=f"{stage} is switched off in the recipe")
+    return None
+
+
+def _artifact(result: dict[str, Any] | None, role: str) -> int | None:
+    return result["artifacts"][role] if result is not None else None
+
+
 @flow(name=FLOW_NAME, on_failure=[_on_failure], on_crashed=[_on_failure], on_cancellation=[_on_cancellation],
       persist_result=False, log_prints=True)
-def compress_model(recipe: Recipe) -> dict[str, Any]:
+def compress_model(recipe: AnyRecipe) -> dict[str, Any]:
     """Compress a teacher into small exported variants, as the recipe says; returns a summary dict."""
     from flows.summary import publish_summary
 
     run_id = open_run(recipe)
     dataset_id = stages.dataset_stage(run_id, recipe)["artifacts"]["dataset"]
-    teacher_id = soft_id = None
-    if recipe.teacher.enabled:
-        teacher_id = stages.teacher_stage(run_id, recipe, dataset_id)["artifacts"]["teacher"]
-    else:
-        skip_stage("teacher", run_id=run_id, reason="teacher.enabled is false")
-    if recipe.teacher_data.enabled:
-        soft_id = stages.teacher_data_stage(run_id, recipe, dataset_id, teacher_id)["artifacts"]["soft_labels"]
-    else:
-        skip_stage("teacher_data", run_id=run_id, reason="teacher_data.enabled is false")
-    student = stages.distill_stage(run_id, recipe, dataset_id, soft_id if recipe.distill.enabled else None, teacher_id)
+    teacher_id = _artifact(_stage("teacher", recipe, run_id, stages.teacher_stage, dataset_id), "teacher")
+    soft_id = _artifact(_stage("teacher_data", recipe, run_id, stages.teacher_data_stage, dataset_id, teacher_id),
+                        "soft_labels")
+    student = stages.distill_stage(run_id, recipe, dataset_id, soft_id, teacher_id)
     checkpoint_id = student["artifacts"]["checkpoint"]
-    if recipe.prune.enabled:
-        checkpoint_id = stages.prune_stage(run_id, recipe, dataset_id, checkpoint_id, teacher_id)["artifacts"]["checkpoint"]
-    else:
-        skip_stage("prune", run_id=run_id, reason="prune.enabled is false")
+    pruned = _stage("prune", recipe, run_id, stages.prune_stage, dataset_id, checkpoint_id, teacher_id)
+    checkpoint_id = _artifact(pruned, "checkpoint") or checkpoint_id
 
-    variants = recipe.quantize.variants if recipe.quantize.enabled else [QuantVariant(name="fp32", technique="none")]
+    variants = recipe.quantize.active()
     lineage = {"dataset": dataset_id, "teacher": teacher_id, "soft_labels": soft_id,
                "student": student["artifacts"]["checkpoint"], "pruned": checkpoint_id}
-    quantized = {v.name: stages.quantize_stage.submit(run_id, recipe, v, checkpoint_id) for v in variants}
+    quantized = {v.name: stages.quantize_stage.submit(run_id, recipe, v, checkpoint_id, dataset_id) for v in variants}
     evaluated = {v.name: (stages.evaluate_stage.submit(run_id, recipe, v, quantized[v.name], dataset_id, teacher_id)
                           if recipe.evaluate.enabled else None) for v in variants}
     exported = {v.name: (stages.export_stage.submit(run_id, recipe, v, quantized[v.name], evaluated[v.name],

@@ -25,7 +25,7 @@ import os
 import shutil
 import signal
 import tempfile
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -131,10 +131,12 @@ def _reusable(outputs: dict[str, Any] | None) -> bool:
 
 
 def run_stage(name: str, *, run_id: int, params: Mapping[str, Any], inputs: Mapping[str, int | None],
-              body: Callable[[StageContext], dict[str, Any]], stage_key: str | None = None) -> dict[str, Any]:
-    """Run (or reuse) one stage; returns its outputs: {"artifacts": {role: id}, ...body's extra values}."""
+              body: Callable[[StageContext], dict[str, Any]], stage_key: str | None = None,
+              sources: Iterable[str] = ()) -> dict[str, Any]:
+    """Run (or reuse) one stage; returns its outputs: {"artifacts": {role: id}, ...body's extra values}.
+    `sources`: the modules whose code is part of the cache key (flows/cache.py)."""
     code_stage = stage_key or name.split("[")[0]
-    key = cache_key(code_stage, params={"name": name, **params}, inputs=input_shas(inputs))
+    key = cache_key(code_stage, params={"name": name, **params}, inputs=input_shas(inputs), sources=sources)
     phash = params_hash(params)
     with session_scope() as s:
         done = repo.find_completed_stage(s, cache_key=key)
@@ -181,8 +183,13 @@ def artifact_path(artifact_id: int, dest: Path | None = None) -> Path:
         return store().path(sha)
     dest = dest or Path(tempfile.mkdtemp(prefix="shrinkwrap-artifact-"))
     target = dest / f"{artifact_id}-{fmt}"
-    if not target.exists():
-        store().materialize_dir(sha, target)
+    if not target.exists():  # whole or absent: concurrent stages may ask for the same folder at once
+        partial = Path(tempfile.mkdtemp(prefix=f".{artifact_id}-", dir=dest))
+        store().materialize_dir(sha, partial)
+        try:
+            partial.rename(target)
+        except OSError:  # another stage renamed its copy first; both are the same bytes
+            shutil.rmtree(partial, ignore_errors=True)
     return target
 
 

@@ -33,14 +33,15 @@ def _version_inputs(model: str, alias: str) -> dict[str, Any]:
 
 @task(name="reevaluate", retries=1, timeout_seconds=1800, cache_policy=NO_CACHE, persist_result=False)
 def reevaluate_version(model: str, alias: str) -> dict[str, Any]:
-    from flows import loaders
-    from flows.record import artifact_path
+    from compress.tasks import get_task
+    from flows.stages import local
 
     info = _version_inputs(model, alias)
     if info["dataset_id"] is None:
         raise LookupError(f"{model}@{alias}: no dataset in the version's lineage; cannot re-evaluate")
     recipe = Recipe.model_validate(info["recipe"])
-    fresh = loaders.evaluate_export(recipe, artifact_path(info["artifact_id"]), info["dataset_id"], info["teacher_id"])
+    fresh = get_task(recipe.task).evaluate(recipe, local(info["artifact_id"]), local(info["dataset_id"]),
+                                           local(info["teacher_id"]))
     with session_scope() as s:
         repo.log_metrics(s, metrics=fresh, version_id=info["version_id"], stage="reevaluate")
     return {"model": model, "alias": alias, "version": info["version"], "fresh": fresh,

@@ -39,3 +39,21 @@ def export_dir() -> Path:
 
 def prefect_home() -> Path:
     return Path(os.environ.get("PREFECT_HOME") or shrinkwrap_home() / "prefect").expanduser()
+
+
+# Names shared by flows/ (which runs the flow) and api/ (which starts it through Prefect): one home.
+DEPLOYMENT_NAME = "compress-model/default"  # the Prefect deployment `POST /runs` and `shrinkwrap serve` use
+RUN_TAG_PREFIX = "shrinkwrap-run"           # flow runs started for a registry run carry `shrinkwrap-run:<id>`
+
+
+def run_tag(run_id: int) -> str:
+    return f"{RUN_TAG_PREFIX}:{run_id}"
+
+
+def run_id_from_tags(tags) -> int | None:
+    """The registry run id in a flow run's tags (`shrinkwrap-run:<id>`), if any."""
+    for tag in tags or []:
+        prefix, _, value = tag.partition(":")
+        if prefix == RUN_TAG_PREFIX and value.isdigit():
+            return int(value)
+    return None

@@ -159,3 +159,20 @@ def init_db(url: str | None = None, revision: str = "head") -> None:
         engine = _engines.pop(url or database_url(), None)
     if engine is not None:
         engine.dispose()
+
+
+def ensure_schema() -> None:
+    """Upgrade the default (embedded SQLite) registry; for a configured URL only check and explain."""
+    import os
+
+    from registry.config import database_url
+
+    url = database_url()
+    if "SHRINKWRAP_DATABASE_URL" not in os.environ:
+        init_db(url)
+        return
+    engine = make_engine(url)
+    try:
+        check_schema(engine)
+    finally:
+        engine.dispose()

@@ -3,6 +3,7 @@ through the Prefect deployment (202), cancel one."""
 
 from __future__ import annotations
 
+import asyncio
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, Path, Query
@@ -11,8 +12,9 @@ from sqlalchemy.orm import Session
 
 from api import prefect_runs
 from api.deps import AdminDep, DbDep, PageDep, SettingsDep
+from api.errors import ApiError
 from api.schemas import METRIC_PATTERN, MetricsPublic, RunDetail, RunPublic, RunsPublic, RunTriggered
-from flows.recipe import Recipe
+from flows.recipe import AnyRecipe
 from registry.errors import InvalidState
 from registry.models import RUN_TERMINAL, Metric
 from registry.repository import artifacts as artifacts_repo
@@ -61,36 +63,47 @@ async def run_metrics(db: DbDep, run_id: RunIdPath, page: PageDep,
 
 @router.post("", response_model=RunTriggered, status_code=202, dependencies=[AdminDep],
              summary="Start a compression run of the Prefect deployment with this recipe")
-async def trigger_run(db: DbDep, settings: SettingsDep, recipe: Recipe):
+async def trigger_run(db: DbDep, settings: SettingsDep, recipe: AnyRecipe):
+    """Three short steps, so no database lock is held while Prefect is called: commit the pending run,
+    ask Prefect for a flow run (outside any transaction), then record its id, or mark the run failed
+    with the reason and answer 503."""
     recipe_json = recipe.model_dump(mode="json")
+    run_id = await db.run(lambda session: repo.create_run(session, recipe=recipe_json).id)
+    try:
+        flow_run_id = await asyncio.to_thread(
+            prefect_runs.trigger_flow_run, deployment=settings.deployment, parameters={"recipe": recipe_json},
+            run_id=run_id, timeout_s=settings.prefect_timeout_s)
+    except ApiError as err:
+        reason = f"could not start the flow run: {err.message}"
+        await db.run(lambda session: repo.set_run_status(session, run_id=run_id, status="failed", error=reason))
+        raise
 
-    def trigger(session: Session) -> RunTriggered:
-        run = repo.create_run(session, recipe=recipe_json)
-        flow_run_id = prefect_runs.trigger_flow_run(deployment=settings.deployment,
-                                                    parameters={"recipe": recipe_json}, run_id=run.id,
-                                                    timeout_s=settings.prefect_timeout_s)
+    def record(session: Session) -> RunTriggered:
+        run = repo.get_run(session, run_id=run_id)
         run.flow_run_id = flow_run_id
         session.flush()
         return RunTriggered(run_id=run.id, flow_run_id=flow_run_id, deployment=settings.deployment,
                             status=run.status)
 
-    return await db.run(trigger)
+    return await db.run(record)
 
 
 @router.post("/{run_id}/cancel", response_model=RunPublic, status_code=202, dependencies=[AdminDep],
              summary="Cancel a pending or running run (Prefect state Cancelling)")
 async def cancel_run(db: DbDep, settings: SettingsDep, run_id: RunIdPath):
-    def cancel(session: Session) -> RunPublic:
+    def check(session: Session) -> str | None:
         run = repo.get_run(session, run_id=run_id)
         if run.status in RUN_TERMINAL:
             raise InvalidState(f"run {run_id} is already {run.status!r}; only pending or running runs can be "
                                "cancelled")
-        if run.flow_run_id:
-            prefect_runs.cancel_flow_run(flow_run_id=run.flow_run_id, timeout_s=settings.prefect_timeout_s)
-        return RunPublic.model_validate(repo.set_run_status(session, run_id=run_id, status="cancelled",
-                                                            error="cancelled through the API"))
+        return run.flow_run_id
 
-    return await db.run(cancel)
+    flow_run_id = await db.run(check)
+    if flow_run_id:  # outside any transaction: no lock is held while Prefect answers
+        await asyncio.to_thread(prefect_runs.cancel_flow_run, flow_run_id=flow_run_id,
+                                timeout_s=settings.prefect_timeout_s)
+    return await db.run(lambda session: RunPublic.model_validate(repo.set_run_status(
+        session, run_id=run_id, status="cancelled", error="cancelled through the API")))
 
 
 def _metric_page(session: Session, *, run_id: int, name: str | None, limit: int,

@@ -21,7 +21,7 @@ from compress.export.hf import is_hf_model, save_hf
 from compress.export.manifest import MANIFEST, atomic_dir, sha256_file, write_manifest
 from compress.export.plain import save_plain
 
-_LIBRARIES = ("torch", "transformers", "bitsandbytes", "safetensors", "shrinkwrap")
+LIBRARIES = ("shrinkwrap", "torch", "prefect", "bitsandbytes", "transformers", "safetensors", "sqlalchemy")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -32,10 +32,12 @@ class ExportResult:
 
 
 def library_versions() -> dict[str, str]:
+    """{library: installed version} of the libraries that shape results (the one definition: registry
+    runs record it, exports write it into their safetensors headers as `version.<library>`)."""
     out = {}
-    for lib in _LIBRARIES:
+    for lib in LIBRARIES:
         try:
-            out[f"version.{lib}"] = importlib_metadata.version(lib)
+            out[lib] = importlib_metadata.version(lib)
         except importlib_metadata.PackageNotFoundError:
             continue
     return out
@@ -60,7 +62,7 @@ def export_model(model: nn.Module, dest: str | os.PathLike, *, metadata: dict[st
     reproduce go into README.md. tokenizer: saved with HF models. sparse: pruned plain models stored
     through compress.prune.sparse. max_shard_size: HF shard size."""
     dest = Path(dest)
-    meta = {**library_versions(), **_check_metadata(metadata)}
+    meta = {**{f"version.{k}": v for k, v in library_versions().items()}, **_check_metadata(metadata)}
     if tokenizer is not None and not is_hf_model(model):
         raise ValueError("a tokenizer can only be exported with a transformers model (HF layout)")
     if sparse and is_hf_model(model):

@@ -302,6 +302,9 @@ def _rebuild_4bit(tensors: dict[str, torch.Tensor], info: dict[str, Any]) -> nn.
     return linear4bit_from_tensors(tensors, compute_dtype=info.get("compute_dtype", "float32"))
 
 
+_SOURCES = ("compress.quantize.dequant", "compress.quantize.api")
+
+
 def _register() -> None:
     from compress.evaluate.system import model_size
     from compress.techniques import QuantTechnique, register_quantizer
@@ -310,13 +313,13 @@ def _register() -> None:
         name="int8", config=Int8Config, apply=_quantize_int8, size=model_size, describe_layer=_describe_int8,
         rebuild_layer=lambda tensors, info: linear8bit_from_tensors(tensors, threshold=info["threshold"]),
         dequantize_layer=_dequantize_int8_layer, hf_quantization_config=to_bnb_config, module=__name__,
-        description="bitsandbytes LLM.int8: int8 weights, row absmax scales, fp16 outlier columns"))
+        sources=_SOURCES, description="bitsandbytes LLM.int8: int8 weights, row absmax scales, fp16 outlier columns"))
     for quant_type, config in (("nf4", NF4Config), ("fp4", FP4Config)):
         register_quantizer(QuantTechnique(
             name=quant_type, config=config, apply=_quantize_4bit, size=model_size,
             describe_layer=_describe_4bit(quant_type), rebuild_layer=_rebuild_4bit,
             dequantize_layer=_dequantize_4bit_layer, hf_quantization_config=to_bnb_config, module=__name__,
-            description=f"bitsandbytes {quant_type.upper()}: 4-bit round-to-nearest, one absmax per 64 weights"))
+            sources=_SOURCES, description=f"bitsandbytes {quant_type.upper()}: 4-bit round-to-nearest, one absmax per 64 weights"))
 
 
 _register()

@@ -38,6 +38,15 @@ class Section(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
 
+def build_config(section: str, factory, **kwargs):
+    """Build a compress/ `*Config`, turning its __post_init__ error into a ValueError that pydantic
+    reports under the recipe field being validated (so the message names the section)."""
+    try:
+        return factory(**kwargs)
+    except (ValueError, TypeError) as err:
+        raise ValueError(str(err)) from err
+
+
 @dataclasses.dataclass
 class Output:
     """What a task's stage method made: one artifact to record, plus what goes with it.

@@ -28,6 +28,7 @@ from registry.repository.models import (
     list_models,
     update_model,
 )
+from registry.repository.promotion import best_variant, register_variants
 from registry.repository.runs import (
     canonical_json,
     create_run,
@@ -70,7 +71,7 @@ from registry.repository.versions import (
 )
 
 __all__ = [
-    "ARTIFACT_BYTES", "GC_GRACE_SECONDS", "Gate", "ParetoPoint", "add_edge", "archive_model", "artifact_lineage",
+    "ARTIFACT_BYTES", "GC_GRACE_SECONDS", "Gate", "ParetoPoint", "add_edge", "best_variant", "register_variants", "archive_model", "artifact_lineage",
     "canonical_json", "check_model_name", "check_store", "collect_garbage", "create_model", "create_run",
     "create_token", "create_version", "evaluate_gates", "find_completed_stage", "finish_stage", "get_artifact",
     "get_latest_version", "get_model", "get_or_create_model", "get_run", "get_run_by_flow_run_id", "get_stage",

@@ -15,7 +15,7 @@ from __future__ import annotations
 import operator
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import or_, select
 from sqlalchemy.orm import Session
 
@@ -27,10 +27,10 @@ OPS = {"<=": operator.le, ">=": operator.ge, "<": operator.lt, ">": operator.gt}
 class Gate(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    metric: str
-    op: Literal["<=", ">=", "<", ">"]
-    value: float
-    relative_to: Literal["parent"] | None = None
+    metric: str = Field(..., pattern=r"^[A-Za-z0-9][A-Za-z0-9._/:-]{0,199}$", description="the metric to test")
+    op: Literal["<=", ">=", "<", ">"] = Field(">=", description="metric op value")
+    value: float = Field(..., allow_inf_nan=False, description="the threshold (a change when relative_to is set)")
+    relative_to: Literal["parent"] | None = Field(None, description="parent: compare metric - parent's metric")
 
     @classmethod
     def max_drop(cls, metric: str, drop: float) -> Gate:

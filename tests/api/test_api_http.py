@@ -79,9 +79,9 @@ def test_out_of_date_schema_is_refused(tmp_path):
 
 
 def test_token_cli_prints_a_working_token_once(sqlite_db, monkeypatch, capsys):
-    from flows.cli import main
     from registry.repository.tokens import verify_token
     from registry.session import make_engine, session_scope
+    from shrinkwrap.cli import main
 
     monkeypatch.setenv("SHRINKWRAP_DATABASE_URL", sqlite_db)
     assert main(["token", "create", "--scope", "admin", "--name", "ci-bot"]) == 0

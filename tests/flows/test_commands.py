@@ -7,8 +7,8 @@ import json
 
 import pytest
 
-from flows.cli import main
 from flows.commands import parse_ref
+from shrinkwrap.cli import main
 
 
 def test_run_refuses_a_bad_recipe_before_any_work(tmp_path, monkeypatch, capsys):

@@ -27,13 +27,25 @@ def tiny_smollm2() -> dict:
 
 def test_llm_recipe_end_to_end(prefect, registry_env):
     from compress.export import load_export
+    from compress.tasks.causal_lm import load_hf
+    from flows.reevaluate import reevaluate_version
 
     summary = compress_model(Recipe.model_validate(tiny_smollm2()))
     assert set(summary["variants"]) == {"fp32", "int8"}
+    _, tokenizer = load_hf(summary["variants"]["fp32"]["export"])
+    ids = tokenizer("To be, or not to be", return_tensors="pt")["input_ids"]
     for name, v in summary["variants"].items():
         assert v["metrics"]["perplexity"] > 1 and "agreement" in v["metrics"], name
-        assert load_export(v["export"]) is not None
+        logits = load_export(v["export"])(ids).logits  # the export really loads and runs
+        assert logits.shape == (1, ids.shape[1], len(tokenizer)) and logits.isfinite().all(), name
     assert summary["variants"]["int8"]["metrics"]["file_bytes"] < summary["variants"]["fp32"]["metrics"]["file_bytes"]
     with session_scope() as s:
         _, total = repo.list_versions(s, model_name="smollm2-test")
+        fp32 = summary["registered"]["versions"]["fp32"]
+        repo.set_alias(s, model_name="smollm2-test", version=fp32, alias="reeval")
     assert total == 2
+
+    # re-evaluation of a causal-LM version goes through its task (it used to call the classifier)
+    again = reevaluate_version.fn("smollm2-test", "reeval")
+    registered = summary["variants"]["fp32"]["metrics"]["perplexity"]
+    assert again["fresh"]["perplexity"] == pytest.approx(registered, rel=1e-4)

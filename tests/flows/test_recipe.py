@@ -96,6 +96,6 @@ def test_relative_dataset_path_resolves_against_the_recipe_file(tmp_path):
 
 
 def test_recipe_hash_changes_with_any_parameter():
-    a = Recipe(name="m")
-    b = Recipe(name="m", prune={"rounds": 3})
-    assert a.recipe_hash() == Recipe(name="m").recipe_hash() != b.recipe_hash()
+    a = Recipe.model_validate({"name": "m"})
+    b = Recipe.model_validate({"name": "m", "prune": {"rounds": 3}})
+    assert a.recipe_hash() == Recipe.model_validate({"name": "m"}).recipe_hash() != b.recipe_hash()

@@ -50,9 +50,11 @@ def test_cache_key_depends_on_everything_it_should():
     assert base != cache_key("prune", params={"p": 0.5}, inputs={"checkpoint": "b" * 64}, code="v1")
     assert base != cache_key("prune", params={"p": 0.5}, inputs={"teacher": "a" * 64}, code="v1")
     assert base != cache_key("prune", params={"p": 0.5}, inputs={"checkpoint": "a" * 64}, code="v2")
-    assert code_version("prune") != code_version("distill")  # different compress/ sources
-    with pytest.raises(ValueError, match="unknown stage"):
-        code_version("nope")
+    assert code_version(("compress.prune",)) != code_version(("compress.distill",))  # different sources
+    with pytest.raises(ValueError, match="names no module"):
+        code_version(("compress/nope.py",))
+    with pytest.raises(ValueError, match="not an importable module"):
+        code_version(("compress.nope",))
 
 
 def test_completed_stage_is_reused_by_a_later_run(registry):
@@ -77,7 +79,7 @@ def test_failed_and_interrupted_stages_rerun(registry):
         record.run_stage("dataset", run_id=run1, params={}, inputs={}, body=boom)
     with session_scope() as s:  # a kill -9 leaves a row `running`: never reused either
         repo.start_stage(s, run_id=run1, name="dataset", cache_key=cache_key("dataset", params={"name": "dataset"}, inputs={},
-                                                                           code=code_version("dataset")))
+                                                                           code=code_version(())))
     assert statuses(run1) == [("dataset", "failed"), ("dataset", "running")]
     record.run_stage("dataset", run_id=new_run(), params={}, inputs={}, body=writer(registry, b"x", calls))
     assert calls == ["dataset"]

@@ -51,7 +51,7 @@ def stack(tmp_path):
 
 def test_post_runs_executes_on_the_worker_and_registers_versions(stack):
     env, api = stack
-    token = subprocess.run([str(ROOT / ".venv" / "bin" / "python"), "-m", "flows.cli", "token", "create",
+    token = subprocess.run([str(ROOT / ".venv" / "bin" / "python"), "-m", "shrinkwrap", "token", "create",
                             "--scope", "admin"], env=env, capture_output=True, text=True, check=True).stdout.strip()
     headers = {"Authorization": f"Bearer {token}"}
     recipe = tiny_mnist(name="mnist-stack")

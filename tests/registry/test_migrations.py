@@ -10,7 +10,6 @@ from alembic.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import inspect, text
 
-from flows.cli import main as shrinkwrap
 from registry.errors import SchemaOutOfDate
 from registry.models import Base
 from registry.session import (
@@ -23,6 +22,7 @@ from registry.session import (
     make_engine,
     session_scope,
 )
+from shrinkwrap.cli import main as shrinkwrap
 
 
 def test_exactly_one_head():

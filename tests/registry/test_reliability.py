@@ -98,7 +98,7 @@ def test_sigkill_mid_registration_leaves_no_half_artifact(url, tmp_path, point):
 
 
 def test_fsck_and_gc_commands(url, tmp_path, capsys):
-    from flows.cli import main as shrinkwrap
+    from shrinkwrap.cli import main as shrinkwrap
 
     root = tmp_path / "artifacts"
     store = repo_store(root)

@@ -1,19 +1,22 @@
-"""`shrinkwrap` command line. Subcommands import their package lazily so `--help` is instant.
+"""`shrinkwrap` command line: the one module allowed to import every layer (it sits above them all).
 
 Owners: `run`, `runs`, `models`, `show`, `serve` -> flows/commands.py; `db` -> registry/cli.py;
-`api`, `token` -> api/cli.py. Each module exposes `add_commands(subparsers)`.
+`api`, `token` -> api/cli.py. Each module exposes `add_commands(subparsers)` and imports its heavy
+dependencies inside the command functions, so `--help` stays fast.
 """
 
 from __future__ import annotations
 
 import argparse
-import importlib
 import os
 import sys
 
+from api import cli as api_cli
+from flows import commands as flow_commands
+from registry import cli as registry_cli
 from registry.config import prefect_home
 
-COMMAND_MODULES = ("flows.commands", "registry.cli", "api.cli")
+COMMAND_MODULES = (flow_commands, registry_cli, api_cli)
 
 
 def _default_environment() -> None:
@@ -27,13 +30,7 @@ def _default_environment() -> None:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="shrinkwrap", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for name in COMMAND_MODULES:
-        try:
-            module = importlib.import_module(name)
-        except ModuleNotFoundError as err:
-            if err.name != name:
-                raise
-            continue
+    for module in COMMAND_MODULES:
         module.add_commands(sub)
     return parser
 

@@ -1,4 +1,4 @@
-"""Fixtures for the LLM tests: the real SmolLM2 tokenizer (cached once under SHRINKWRAP_CACHE_DIR) and
+"""Fixtures for the LLM and task tests: the real SmolLM2 tokenizer (cached once under SHRINKWRAP_CACHE_DIR) and
 tiny random Llama models that share its 49,152-token vocabulary."""
 
 from __future__ import annotations

@@ -1,0 +1,1 @@
+"""The `shrinkwrap` command (shrinkwrap/cli.py); `python -m shrinkwrap` runs it too."""

@@ -1,0 +1,5 @@
+import sys
+
+from shrinkwrap.cli import main
+
+sys.exit(main())
