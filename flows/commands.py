@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import time
 from typing import Any
 
 
@@ -18,6 +19,12 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("recipe", help="recipe file, e.g. recipes/mnist.yaml")
     p.add_argument("--json", action="store_true", help="print the run summary as JSON")
     p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("server", help="the local Prefect server that `run` starts once and reuses")
+    p.add_argument("action", choices=["start", "stop", "status"])
+    p.add_argument("--idle", type=float, default=None, help="seconds without runs before it stops "
+                   "(default: SHRINKWRAP_PREFECT_IDLE_S or 600)")
+    p.set_defaults(func=cmd_server)
 
     p = sub.add_parser("runs", help="list pipeline runs in the registry")
     p.add_argument("--status", choices=["pending", "running", "completed", "failed", "cancelled"])
@@ -58,11 +65,10 @@ def cmd_run(args) -> int:
     except SchemaOutOfDate as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    from flows.flow import with_task_runner
+    summary = _run_flow(recipe)
     from flows.summary import variant_table
     from registry.config import export_dir
 
-    summary = with_task_runner()(recipe)
     if args.json:
         print(json.dumps(summary, indent=2, default=str))
         return 0
@@ -76,6 +82,41 @@ def cmd_run(args) -> int:
     if promoted:
         print(f"{recipe.name}@{promoted['alias']} -> version {promoted['version']} ({promoted['variant']})")
     print(f"exports are under {export_dir()}; registry run {summary['run_id']}: shrinkwrap show {recipe.name}")
+    return 0
+
+
+def _run_flow(recipe) -> dict[str, Any]:
+    """Run the flow in this process, on PREFECT_API_URL or on the local server that later runs reuse."""
+    import os
+
+    from flows.local_server import active_run, ensure_local_server
+
+    if not os.environ.get("PREFECT_API_URL"):
+        started = time.monotonic()
+        os.environ["PREFECT_API_URL"] = ensure_local_server()
+        print(f"Prefect server at {os.environ['PREFECT_API_URL']} ({time.monotonic() - started:.1f} s); "
+              "`shrinkwrap server stop` stops it", file=sys.stderr)
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    from flows.flow import with_task_runner
+
+    with active_run(), temporary_settings(updates={PREFECT_API_URL: os.environ["PREFECT_API_URL"]}):
+        return with_task_runner()(recipe)
+
+
+def cmd_server(args) -> int:
+    from flows.local_server import ensure_local_server, read_state, stop_local_server
+
+    if args.action == "start":
+        print(ensure_local_server(idle_s=args.idle))
+    elif args.action == "stop":
+        print("stopped" if stop_local_server() else "no local Prefect server is running")
+    else:
+        state = read_state()
+        if state is None:
+            print("no local Prefect server is running")
+            return 1
+        print(f"{state['url']} (supervisor pid {state['pid']}, stops after {state['idle_s']:.0f} s without runs)")
     return 0
 
 
