@@ -75,10 +75,16 @@ class StageContext:
 
     def register(self, role: str, *, kind: str, path: str | Path, format: str, parents=(),
                  metadata: dict[str, Any] | None = None, metrics: Mapping[str, float] | None = None) -> int:
-        """Store `path` (file or folder) as an artifact of this stage; returns its id (also in outputs)."""
+        """Store `path` (file or folder) as an artifact of this stage; returns its id (also in outputs).
+        The bytes go into the store first, outside any transaction (a remote store is network I/O); the
+        row, its lineage and its metrics are then one short transaction."""
+        if not Path(path).exists():
+            raise FileNotFoundError(f"stage {self.name!r} produced no {path}; the task must write it before "
+                                    "returning it")
+        blob = store().put(path)
         with session_scope() as s:
-            row = repo.register_artifact(s, store(), kind=kind, path=path, format=format, stage_run_id=self.stage_id,
-                                         parents=[p for p in parents if p is not None], metadata=metadata)
+            row = repo.register_blob(s, blob=blob, kind=kind, format=format, stage_run_id=self.stage_id,
+                                     parents=[p for p in parents if p is not None], metadata=metadata)
             if metrics:
                 repo.log_metrics(s, metrics=_finite(metrics), run_id=self.run_id, stage_run_id=self.stage_id,
                                  artifact_id=row.id, stage=self.name)

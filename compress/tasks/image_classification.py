@@ -83,21 +83,36 @@ def load_model(path: Path) -> nn.Module:
     return load_teacher(path)
 
 
+TEST_LOGITS = "test_logits.safetensors"  # the teacher's logits on the test split, kept in its artifact
+
+
 @functools.lru_cache(maxsize=4)
 def teacher_test_logits(teacher: Path, dataset: Path) -> torch.Tensor:
+    """The teacher's test-split logits: stored with the teacher by its stage (computed once per run)."""
+    from safetensors.torch import load_file
+
     from compress.evaluate.classification import predict_logits
 
-    return predict_logits(load_model(teacher), load_data(dataset).x_test)
+    x_test = load_data(dataset).x_test
+    stored = Path(teacher) / TEST_LOGITS
+    if stored.is_file():
+        logits = load_file(stored)["logits"]
+        if logits.shape[0] == len(x_test):
+            return logits
+    return predict_logits(load_model(teacher), x_test)
 
 
-def test_metrics(model: nn.Module, dataset: Path, teacher: Path | None = None) -> dict[str, float]:
-    """accuracy (+ agreement and KL with the teacher) on the test split, and the size of the model."""
+def test_metrics(model: nn.Module, dataset: Path, teacher: Path | None = None, *,
+                 logits: torch.Tensor | None = None) -> dict[str, float]:
+    """accuracy (+ agreement and KL with the teacher) on the test split, and the size of the model;
+    `logits`: the model's test logits when the caller already has them."""
     from compress.evaluate.classification import classification_metrics, predict_logits
     from compress.evaluate.system import model_size
 
     data = load_data(dataset)
     reference = teacher_test_logits(teacher, dataset) if teacher is not None else None
-    metrics = classification_metrics(predict_logits(model, data.x_test), data.y_test, reference)
+    logits = predict_logits(model, data.x_test) if logits is None else logits
+    metrics = classification_metrics(logits, data.y_test, reference)
     size = model_size(model)
     return {**metrics, "params": float(size.params), "nonzero_params": float(size.nonzero)}
 
@@ -179,8 +194,12 @@ class ImageClassification:
         else:
             model = t.load_teacher(cfg.path)
         t.check_teacher(model, data)
-        metrics = test_metrics(model, dataset)
+        from compress.evaluate.classification import predict_logits
+
+        logits = predict_logits(model, data.x_test)
+        metrics = test_metrics(model, dataset, logits=logits)
         path = save_checkpoint(model, workdir / "teacher", metadata={"source": cfg.source})
+        save_file({"logits": logits.contiguous()}, str(path / TEST_LOGITS))  # distill/prune/evaluate reuse them
         return Output(path, "safetensors+spec", kind="teacher", metrics=metrics, extra={"metrics": metrics})
 
     def teacher_data(self, recipe, dataset: Path, teacher: Path, workdir: Path) -> Output:
