@@ -41,12 +41,13 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from flows.cache import ROOT
+from flows.local_server import DEFAULT_PORT, start_prefect_server, wait_healthy
 from flows.recipe import Recipe, RecipeError, format_errors
 from registry.config import DEPLOYMENT_NAME  # one home, shared with api/
 
 DEFAULT_SCHEDULES = ROOT / "schedules.yaml"
 DEFAULT_RECIPE = ROOT / "recipes" / "mnist.yaml"
-PREFECT_PORT = int(os.environ.get("SHRINKWRAP_PREFECT_PORT", "4200"))
+PREFECT_PORT = DEFAULT_PORT
 
 
 class ScheduleEntry(BaseModel):
@@ -154,37 +155,6 @@ def register_on_pool(deployments: list[dict], pool: str) -> list[str]:
 
 
 # ------------------------------------------------------------------------------------------- serve
-def _healthy(url: str) -> bool:
-    import httpx
-
-    try:
-        return httpx.get(f"{url}/health", timeout=2).status_code == 200
-    except httpx.HTTPError:
-        return False
-
-
-def wait_healthy(url: str, timeout_s: float = 120, proc: subprocess.Popen | None = None) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if _healthy(url):
-            return
-        if proc is not None and proc.poll() is not None:
-            raise RuntimeError(f"{proc.args} exited with {proc.returncode} before {url} became healthy")
-        time.sleep(0.5)
-    raise TimeoutError(f"{url} did not become healthy within {timeout_s:.0f} s")
-
-
-def start_prefect_server(port: int = PREFECT_PORT) -> subprocess.Popen:
-    """`prefect server start` as a child process; sets PREFECT_API_URL for us and our children."""
-    env = {**os.environ, "PREFECT_SERVER_ANALYTICS_ENABLED": "false", "PREFECT_UI_ENABLED": "false"}
-    proc = subprocess.Popen([sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1",
-                             "--port", str(port)], env=env)
-    url = f"http://127.0.0.1:{port}/api"
-    wait_healthy(url, proc=proc)
-    os.environ["PREFECT_API_URL"] = url
-    return proc
-
-
 def start_api(host: str, port: int) -> subprocess.Popen:
     proc = subprocess.Popen([sys.executable, "-m", "shrinkwrap", "api", "--host", host, "--port", str(port)],
                             env=dict(os.environ))

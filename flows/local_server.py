@@ -36,6 +36,7 @@ from registry.config import shrinkwrap_home
 IDLE_ENV = "SHRINKWRAP_PREFECT_IDLE_S"
 DEFAULT_IDLE_S = 600.0
 START_TIMEOUT_S = 180.0
+DEFAULT_PORT = int(os.environ.get("SHRINKWRAP_PREFECT_PORT", "4200"))  # `shrinkwrap serve`'s server
 
 
 def state_file() -> Path:
@@ -67,13 +68,36 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
-def _healthy(url: str) -> bool:
+def healthy(url: str) -> bool:
+    """Whether the server at `url` (an API URL or a base URL) answers /health with 200."""
     import httpx
 
     try:
         return httpx.get(f"{url}/health", timeout=2).status_code == 200
     except httpx.HTTPError:
         return False
+
+
+def wait_healthy(url: str, timeout_s: float = 120, proc: subprocess.Popen | None = None) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if healthy(url):
+            return
+        if proc is not None and proc.poll() is not None:
+            raise RuntimeError(f"{proc.args} exited with {proc.returncode} before {url} became healthy")
+        time.sleep(0.5)
+    raise TimeoutError(f"{url} did not become healthy within {timeout_s:.0f} s")
+
+
+def start_prefect_server(port: int = DEFAULT_PORT) -> subprocess.Popen:
+    """`prefect server start` as a child process; sets PREFECT_API_URL for us and our children."""
+    env = {**os.environ, "PREFECT_SERVER_ANALYTICS_ENABLED": "false", "PREFECT_UI_ENABLED": "false"}
+    proc = subprocess.Popen([sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1",
+                             "--port", str(port)], env=env)
+    url = f"http://127.0.0.1:{port}/api"
+    wait_healthy(url, proc=proc)
+    os.environ["PREFECT_API_URL"] = url
+    return proc
 
 
 def read_state() -> dict | None:
@@ -85,7 +109,7 @@ def read_state() -> dict | None:
         return None
     except (OSError, ValueError):
         state = None
-    if state and _pid_alive(int(state.get("pid", 0))) and _healthy(state["url"]):
+    if state and _pid_alive(int(state.get("pid", 0))) and healthy(state["url"]):
         return state
     path.unlink(missing_ok=True)  # a killed supervisor, a reused pid or a port someone else answers on
     return None
@@ -178,8 +202,6 @@ def _last_activity(started: float) -> float:
 
 def supervise(port: int, idle_s: float) -> int:
     """Run `prefect server start` on `port`; record it; stop it after `idle_s` without active runs."""
-    from flows.deploy import start_prefect_server
-
     server = start_prefect_server(port)
     url = f"http://127.0.0.1:{port}/api"
     tmp = state_file().with_suffix(".tmp")

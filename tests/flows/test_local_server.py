@@ -34,16 +34,16 @@ def _wait(predicate, timeout_s: float, what: str) -> None:
 def test_started_once_reused_then_replaced_when_stale_and_stopped_when_idle(home):
     url = ls.ensure_local_server(idle_s=3)
     state = json.loads(ls.state_file().read_text())
-    assert state["url"] == url and ls._healthy(url)
+    assert state["url"] == url and ls.healthy(url)
 
     with ls.active_run():  # a run in progress keeps it up past the idle time
         started = time.monotonic()
         assert ls.ensure_local_server() == url  # reused: no second server
         assert time.monotonic() - started < 5  # a health check, not a start-up (not a timing test: 17 s vs ~0)
         time.sleep(4)
-        assert ls._healthy(url)
+        assert ls.healthy(url)
 
-    _wait(lambda: ls.read_state() is None and not ls._healthy(url), 60, "the idle server did not stop")
+    _wait(lambda: ls.read_state() is None and not ls.healthy(url), 60, "the idle server did not stop")
 
     url = ls.ensure_local_server(idle_s=600)
     pid = json.loads(ls.state_file().read_text())["pid"]
@@ -51,7 +51,7 @@ def test_started_once_reused_then_replaced_when_stale_and_stopped_when_idle(home
     os.kill(json.loads(ls.state_file().read_text())["server_pid"], signal.SIGKILL)
     assert ls.read_state() is None and not ls.state_file().exists()  # stale: detected and removed
     fresh = ls.ensure_local_server(idle_s=600)
-    assert ls._healthy(fresh) and json.loads(ls.state_file().read_text())["pid"] != pid
+    assert ls.healthy(fresh) and json.loads(ls.state_file().read_text())["pid"] != pid
 
 
 def test_a_state_file_pointing_at_someone_elses_port_is_stale(home):
@@ -67,7 +67,7 @@ def test_server_command(home, capsys):
     assert "no local Prefect server" in capsys.readouterr().out
     assert main(["server", "start", "--idle", "600"]) == 0
     url = capsys.readouterr().out.strip()
-    assert ls._healthy(url)
+    assert ls.healthy(url)
     assert main(["server", "status"]) == 0 and url in capsys.readouterr().out
     assert main(["server", "stop"]) == 0 and "stopped" in capsys.readouterr().out
-    assert not ls._healthy(url)
+    assert not ls.healthy(url)
