@@ -41,13 +41,12 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from flows.cache import ROOT
-from flows.local_server import DEFAULT_PORT, start_prefect_server, wait_healthy
+from flows.local_server import start_prefect_server, wait_healthy
 from flows.recipe import Recipe, RecipeError, format_errors
 from registry.config import DEPLOYMENT_NAME  # one home, shared with api/
 
 DEFAULT_SCHEDULES = ROOT / "schedules.yaml"
 DEFAULT_RECIPE = ROOT / "recipes" / "mnist.yaml"
-PREFECT_PORT = DEFAULT_PORT
 
 
 class ScheduleEntry(BaseModel):
