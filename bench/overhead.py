@@ -96,9 +96,9 @@ def main() -> None:
     os.environ["PREFECT_HOME"] = str(work / "prefect")
     from prefect.testing.utilities import prefect_test_harness
 
-    from flows.commands import ensure_schema
     from flows.flow import compress_model
     from flows.recipe import Recipe
+    from registry.session import ensure_schema
 
     recipe = Recipe.from_yaml(args.recipe)
     if args.n_train:

@@ -9,6 +9,9 @@
   Repository functions only flush; this is the one place that commits.
 - `check_schema(engine)`: raises `SchemaOutOfDate` (with `shrinkwrap db upgrade` in the message) when
   the database is not at the Alembic head; `init_db(url)` runs `alembic upgrade head` programmatically.
+- `ensure_schema()`: the one rule every command follows on start: the embedded SQLite default (no
+  SHRINKWRAP_DATABASE_URL) gets its schema created on first use; any existing schema that is not at the
+  head, and any configured database, is only checked (SchemaOutOfDate with the upgrade hint).
 """
 
 from __future__ import annotations
@@ -158,4 +161,21 @@ def init_db(url: str | None = None, revision: str = "head") -> None:
     with _lock:  # a cached engine may have been refused earlier; the schema is new now
         engine = _engines.pop(url or database_url(), None)
     if engine is not None:
+        engine.dispose()
+
+
+def ensure_schema(url: str | None = None) -> None:
+    """Create the schema of a fresh embedded SQLite registry; otherwise refuse an out-of-date one.
+
+    Fresh = the default database (SHRINKWRAP_DATABASE_URL unset) with no Alembic revision yet. An older
+    schema is never upgraded behind the user's back: SchemaOutOfDate says to run `shrinkwrap db upgrade`."""
+    url = url or database_url()
+    engine = make_engine(url)
+    try:
+        embedded = "SHRINKWRAP_DATABASE_URL" not in os.environ and engine.url.get_backend_name() == "sqlite"
+        if embedded and current_revision(engine) is None:
+            init_db(url)
+            return
+        check_schema(engine)
+    finally:
         engine.dispose()
