@@ -9,7 +9,8 @@ weights hides exactly what quantization saves.
 - CUDA: `torch.cuda.max_memory_allocated` after `reset_peak_memory_stats`, from an empty allocator:
   weights, activations and workspace.
 
-`peak_memory_subprocess(path, input_spec(example))` returns bytes, or None where it cannot measure
+The child runs holding the timing lock (compress/evaluate/timing.py), so it never competes with a timing
+phase of another variant. `peak_memory_subprocess(path, input_spec(example))` returns bytes, or None where it cannot measure
 (no /proc, the child failed): a metric not measured is left out, never recorded as 0.
 """
 
@@ -24,6 +25,8 @@ from pathlib import Path
 from typing import Any
 
 import torch
+
+from compress.evaluate.timing import TIMING_LOCK
 
 log = logging.getLogger("shrinkwrap.evaluate")
 ROOT = Path(__file__).resolve().parents[2]  # the folder holding the compress package
@@ -114,7 +117,8 @@ def peak_memory_report(export_path: str | os.PathLike, example_input_spec: dict[
            "OMP_NUM_THREADS": str(threads)}
     cmd = [sys.executable, "-m", "compress.evaluate.memory", str(export_path), json.dumps(example_input_spec), device]
     try:
-        done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout_s, check=False)
+        with TIMING_LOCK:  # the child competes for the CPU: never while another variant is being timed
+            done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout_s, check=False)
     except (OSError, subprocess.TimeoutExpired) as err:
         log.warning("peak memory of %s not measured: %s", export_path, err)
         return {}
