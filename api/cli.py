@@ -35,12 +35,19 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
 
 def _serve(args: argparse.Namespace) -> int:
     from api.main import serve
+    from registry.errors import SchemaOutOfDate
+    from registry.session import ensure_schema
 
     if not 0 < args.port < 65536:
         print(f"error: --port must be in 1..65535, got {args.port}", file=sys.stderr)
         return 2
     if args.workers < 1:
         print(f"error: --workers must be >= 1, got {args.workers}", file=sys.stderr)
+        return 2
+    try:
+        ensure_schema()  # a fresh embedded SQLite registry gets its schema, like `shrinkwrap run`
+    except SchemaOutOfDate as err:
+        print(f"error: {err}", file=sys.stderr)
         return 2
     return serve(args.host, args.port, log_level=args.log_level, workers=args.workers)
 

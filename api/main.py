@@ -48,6 +48,8 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
             app.state.schema_current = True
         except SchemaOutOfDate as err:  # keep serving /health and /ready so operators see why
             log.error("%s", err)
+        if app.state.schema_current:
+            await anyio.to_thread.run_sync(_reconcile, settings)
         yield
         engine.dispose()
 
@@ -65,6 +67,19 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
         app.include_router(module.router)
     docs.install_docs(app)
     return app
+
+
+def _reconcile(settings: ApiSettings) -> None:
+    """Mark runs whose process or Prefect flow run is gone `crashed` (registry/reconciler.py); a failure
+    here is logged and never stops the API from starting."""
+    from api.prefect_runs import flow_run_states
+    from registry.reconciler import reconcile
+
+    try:
+        reconcile(settings.database_url,
+                  lookup=lambda ids: flow_run_states(ids, timeout_s=settings.prefect_timeout_s))
+    except Exception:  # noqa: BLE001
+        log.exception("run reconciliation at start-up failed")
 
 
 def serve(host: str = "127.0.0.1", port: int = 8000, *, settings: ApiSettings | None = None,

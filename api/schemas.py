@@ -151,6 +151,8 @@ class RunPublic(_Row):
     finished_at: datetime | None
     git_commit: str | None
     error: str | None
+    heartbeat_at: datetime | None = Field(None, description="last sign of life of the process running it")
+    resumed_from_id: int | None = Field(None, description="the crashed run of the same recipe this one resumed")
 
 
 class RunsPublic(BaseModel):

@@ -222,7 +222,7 @@ def main() -> int:
     lines = ["# Quantization benchmark (bench/quantize.py)", "", settings, ""]
     if not args.skip_llm:
         rows, runtime = llm_rows(args)
-        lines += ["## SmolLM2-135M-Instruct", "", *llm_table(rows), "", "### SDPA backends and torch.compile", "",
+        lines += ["## SmolLM2-135M-Instruct", "", *llm_table(rows), "", "### SDPA backends" + (" and torch.compile" if args.compile else " (torch.compile not run: pass --compile)"), "",
                   *runtime_table(runtime), ""]
         plot(rows, OUT.parent / "quantize.png")
     if not args.skip_mnist:

@@ -13,6 +13,8 @@ import sys
 import time
 from typing import Any
 
+from registry.session import ensure_schema  # noqa: F401  (moved to registry/; flows/deploy.py imports it here)
+
 
 def add_commands(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("run", help="run a compression recipe (YAML) end to end")
@@ -27,7 +29,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=cmd_server)
 
     p = sub.add_parser("runs", help="list pipeline runs in the registry")
-    p.add_argument("--status", choices=["pending", "running", "completed", "failed", "cancelled"])
+    p.add_argument("--status", choices=["pending", "running", "completed", "failed", "cancelled", "crashed"])
     p.add_argument("--limit", type=int, default=20)
     p.set_defaults(func=cmd_runs)
 
@@ -128,14 +130,29 @@ def _table(headers: list[str], rows: list[list[Any]]) -> str:
 
 
 def cmd_runs(args) -> int:
+    """List runs, after marking dead ones `crashed` (their process is gone, their Prefect flow run
+    crashed or vanished, or their heartbeat is older than SHRINKWRAP_HEARTBEAT_TIMEOUT_S)."""
+    import os
+
     from registry import repository as repo
+    from registry.errors import SchemaOutOfDate
+    from registry.reconciler import reconcile
     from registry.session import session_scope
 
+    try:
+        ensure_schema()
+    except SchemaOutOfDate as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    lookup = None
+    if os.environ.get("PREFECT_API_URL"):  # a server outlives its runs; the temporary one of `run` does not
+        from api.prefect_runs import flow_run_states as lookup
+    reconcile(lookup=lookup)
     with session_scope() as s:
         runs, total = repo.list_runs(s, status=args.status, limit=args.limit)
         rows = [[r.id, r.status, (r.recipe or {}).get("name", "?"), r.recipe_hash[:12], r.started_at or "-",
-                 r.finished_at or "-", len(r.stages), (r.error or "")[:60]] for r in runs]
-    print(_table(["run", "status", "model", "recipe", "started", "finished", "stages", "error"], rows))
+                 r.finished_at or "-", len(r.stages), r.resumed_from_id or "-", (r.error or "")[:60]] for r in runs]
+    print(_table(["run", "status", "model", "recipe", "started", "finished", "stages", "resumed", "error"], rows))
     print(f"({len(rows)} of {total})")
     return 0
 

@@ -12,12 +12,18 @@
 A kill -9 during step 3 leaves a `running` row and maybe unreferenced blobs, never a completed row
 without its artifacts, so the next run redoes exactly that stage.
 
+Liveness: every stage heartbeats its registry run (`repo.heartbeat_run`: time and "host:pid:start" of
+this process) when it starts, every SHRINKWRAP_HEARTBEAT_S seconds (default 30) while its body runs, and
+when it ends; reconciliation (registry/reconciler.py) marks a run `crashed` when that process is gone
+or the heartbeat is older than the timeout.
+
 Fault injection for tests and bench/resume.py: `SHRINKWRAP_FAULT=<stage>:raise` raises inside that
 stage, `<stage>:kill` SIGKILLs the process there (after the running StageRun is committed).
 """
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import logging
@@ -25,7 +31,8 @@ import os
 import shutil
 import signal
 import tempfile
-from collections.abc import Callable, Iterable, Mapping
+import threading
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -48,6 +55,7 @@ def _logger():
     except Exception:  # no active run context (task.fn(...) in tests, plain scripts)
         return log
 FAULT_ENV = "SHRINKWRAP_FAULT"
+HEARTBEAT_ENV = "SHRINKWRAP_HEARTBEAT_S"
 
 
 class InjectedFault(RuntimeError):
@@ -120,6 +128,38 @@ def _inject_fault(name: str) -> None:
         raise InjectedFault(f"injected fault in stage {name!r} ({FAULT_ENV}={spec!r}); unset it to run normally")
 
 
+def heartbeat(run_id: int) -> None:
+    """Tell the registry this run's process is alive; a failed heartbeat is logged, never raised."""
+    try:
+        with session_scope() as s:
+            repo.heartbeat_run(s, run_id=run_id)
+    except Exception as err:  # noqa: BLE001 - liveness bookkeeping must not fail a stage
+        log.warning("heartbeat of run %s not recorded: %s", run_id, err)
+
+
+@contextlib.contextmanager
+def heartbeating(run_id: int) -> Iterator[None]:
+    """Heartbeat now, every SHRINKWRAP_HEARTBEAT_S seconds (default 30) in a daemon thread, and at exit."""
+    interval = float(os.environ.get(HEARTBEAT_ENV) or 30)
+    if interval <= 0:
+        raise ValueError(f"{HEARTBEAT_ENV} must be a positive number of seconds, got {interval:g}")
+    heartbeat(run_id)
+    stop = threading.Event()
+
+    def beat() -> None:
+        while not stop.wait(interval):
+            heartbeat(run_id)
+
+    thread = threading.Thread(target=beat, name=f"shrinkwrap-heartbeat-{run_id}", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join()
+        heartbeat(run_id)
+
+
 def input_shas(inputs: Mapping[str, int | None]) -> dict[str, str]:
     with session_scope() as s:
         return {role: repo.get_artifact(s, artifact_id=aid).sha256 for role, aid in inputs.items() if aid is not None}
@@ -148,6 +188,7 @@ def run_stage(name: str, *, run_id: int, params: Mapping[str, Any], inputs: Mapp
         done = repo.find_completed_stage(s, cache_key=key)
         done_outputs = done.outputs if done is not None else None
     if done is not None and _reusable(done_outputs):
+        heartbeat(run_id)
         with session_scope() as s:
             row = repo.start_stage(s, run_id=run_id, name=name, params_hash=phash, cache_key=key)
             repo.finish_stage(s, stage_id=row.id, status="cached", outputs=done_outputs)
@@ -158,8 +199,9 @@ def run_stage(name: str, *, run_id: int, params: Mapping[str, Any], inputs: Mapp
     workdir = Path(tempfile.mkdtemp(prefix=f"shrinkwrap-{name.replace('[', '-').rstrip(']')}-"))
     ctx = StageContext(run_id=run_id, stage_id=stage_id, name=name, workdir=workdir)
     try:
-        _inject_fault(name)
-        extra = body(ctx) or {}
+        with heartbeating(run_id):
+            _inject_fault(name)
+            extra = body(ctx) or {}
         outputs = {"artifacts": dict(ctx.artifacts), **extra}
         with session_scope() as s:
             repo.finish_stage(s, stage_id=stage_id, status="completed", outputs=outputs)

@@ -37,7 +37,9 @@ from sqlalchemy import (
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 ARTIFACT_KINDS = ("dataset", "teacher", "soft-labels", "checkpoint", "export", "plot", "report")
-RUN_STATUSES = ("pending", "running", "completed", "failed", "cancelled")
+# `crashed`: set by reconciliation (repository/reconcile.py) when the run's process or Prefect flow run
+# is gone; not terminal, so a run wrongly declared crashed revives on its next heartbeat.
+RUN_STATUSES = ("pending", "running", "completed", "failed", "cancelled", "crashed")
 RUN_TERMINAL = ("completed", "failed", "cancelled")
 STAGE_STATUSES = ("running", "completed", "failed", "skipped", "cached")
 VERSION_STATUSES = ("ready", "archived")
@@ -154,6 +156,9 @@ class PipelineRun(Base):
     git_commit: Mapped[str | None] = mapped_column(String(64))
     library_versions: Mapped[dict[str, Any] | None] = mapped_column(JSON)
     error: Mapped[str | None] = mapped_column(Text)
+    heartbeat_at: Mapped[datetime | None]  # last sign of life of the process running it
+    worker: Mapped[str | None] = mapped_column(String(255))  # "host:pid:process start" of that process
+    resumed_from_id: Mapped[int | None] = mapped_column(ForeignKey("pipeline_runs.id", ondelete="SET NULL"))
 
     stages: Mapped[list[StageRun]] = relationship(back_populates="run", order_by="StageRun.id")
 

@@ -9,6 +9,9 @@
   Repository functions only flush; this is the one place that commits.
 - `check_schema(engine)`: raises `SchemaOutOfDate` (with `shrinkwrap db upgrade` in the message) when
   the database is not at the Alembic head; `init_db(url)` runs `alembic upgrade head` programmatically.
+- `ensure_schema()`: the one rule every command follows on start: the embedded SQLite default (no
+  SHRINKWRAP_DATABASE_URL) gets its schema created on first use; any existing schema that is not at the
+  head, and any configured database, is only checked (SchemaOutOfDate with the upgrade hint).
 """
 
 from __future__ import annotations
@@ -161,18 +164,18 @@ def init_db(url: str | None = None, revision: str = "head") -> None:
         engine.dispose()
 
 
-def ensure_schema() -> None:
-    """Upgrade the default (embedded SQLite) registry; for a configured URL only check and explain."""
-    import os
+def ensure_schema(url: str | None = None) -> None:
+    """Create the schema of a fresh embedded SQLite registry; otherwise refuse an out-of-date one.
 
-    from registry.config import database_url
-
-    url = database_url()
-    if "SHRINKWRAP_DATABASE_URL" not in os.environ:
-        init_db(url)
-        return
+    Fresh = the default database (SHRINKWRAP_DATABASE_URL unset) with no Alembic revision yet. An older
+    schema is never upgraded behind the user's back: SchemaOutOfDate says to run `shrinkwrap db upgrade`."""
+    url = url or database_url()
     engine = make_engine(url)
     try:
+        embedded = "SHRINKWRAP_DATABASE_URL" not in os.environ and engine.url.get_backend_name() == "sqlite"
+        if embedded and current_revision(engine) is None:
+            init_db(url)
+            return
         check_schema(engine)
     finally:
         engine.dispose()

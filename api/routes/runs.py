@@ -22,7 +22,7 @@ from registry.repository import runs as repo
 
 router = APIRouter(prefix="/runs", tags=["runs"])
 RunIdPath = Annotated[int, Path(ge=1, le=2**31 - 1, description="registry run id")]
-RunStatus = Literal["pending", "running", "completed", "failed", "cancelled"]
+RunStatus = Literal["pending", "running", "completed", "failed", "cancelled", "crashed"]
 METRICS_INLINE = 1000  # metrics embedded in GET /runs/{id}; the rest via /runs/{id}/metrics
 ARTIFACTS_INLINE = 1000
 

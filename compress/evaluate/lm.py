@@ -4,7 +4,11 @@
   own, truncated to `max_length`, right-padded; pad positions do not count).
 - teacher_agreement: top-1 next-token agreement and mean KL(teacher || student) in nats over non-pad
   positions (the token-level view of Hinton et al. 2015, "Distilling the Knowledge in a Neural Network").
-- generation_speed / prefill_decode_latency: wall-clock throughput with and without the KV cache.
+- generation_speed / prefill_decode_latency: wall-clock throughput with and without the KV cache, under
+  the timing protocol (compress/evaluate/timing.py: exclusive lock, fixed torch threads) after an
+  untimed warm-up generation, over at least `min_tokens` new tokens (the prompt set is repeated).
+- lm_metrics' size: `model_size` (compress/evaluate/system.py): logical parameters (a packed nf4 layer
+  counts its unpacked values) and stored bytes including absmax scales and code maps.
 
 All functions only call `model(...)` / `model.generate(...)`, so bitsandbytes-quantised (int8 / nf4)
 and `device_map="auto"` models work too; inputs go to the device of the input embeddings.
@@ -19,6 +23,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from compress.evaluate.system import model_size
+from compress.evaluate.timing import exclusive_timing
 from compress.models import eval_mode
 
 
@@ -151,38 +157,56 @@ def teacher_agreement(student: nn.Module, teacher: nn.Module, input_ids: torch.T
     return {"agreement": same / count, "kl_to_teacher": kl_sum / count}
 
 
+def _generate_timed(model: nn.Module, enc: dict, max_new_tokens: int, use_cache: bool, pad_id: int,
+                    device: torch.device) -> tuple[int, float]:
+    _sync(device)
+    start = time.perf_counter()
+    out = model.generate(**enc, max_new_tokens=max_new_tokens, min_new_tokens=max_new_tokens, do_sample=False,
+                         use_cache=use_cache, pad_token_id=pad_id)
+    _sync(device)
+    return (out.shape[1] - enc["input_ids"].shape[1]) * out.shape[0], time.perf_counter() - start
+
+
 @torch.no_grad()
 def generation_speed(model: nn.Module, tokenizer, prompts: list[str], *, max_new_tokens: int = 32,
-                     use_cache: bool = True, batch_size: int = 8) -> dict[str, float]:
-    """Greedy generation throughput: exactly `max_new_tokens` per prompt (eos suppressed), left padding."""
+                     use_cache: bool = True, batch_size: int = 8, warmup: bool = True, min_tokens: int = 0,
+                     threads: int | None = None) -> dict[str, float]:
+    """Greedy generation throughput: exactly `max_new_tokens` per prompt (eos suppressed), left padding.
+
+    Holds the timing lock on `threads` torch threads; one untimed warm-up generation first (`warmup`);
+    the prompt set is repeated until at least `min_tokens` new tokens were timed."""
     prompts = _check_texts(prompts)
-    device = input_device(model)
-    with eval_mode(model):
+    if max_new_tokens < 1:
+        raise ValueError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
+    device, pad = input_device(model), _pad_id(tokenizer)
+    batches = []
+    for i in range(0, len(prompts), batch_size):
+        enc = tokenizer(prompts[i:i + batch_size], return_tensors="pt", padding=True, padding_side="left")
+        batches.append({k: v.to(device) for k, v in enc.items()})
+    with eval_mode(model), exclusive_timing(threads) as used:
+        if warmup:
+            _generate_timed(model, batches[0], min(4, max_new_tokens), use_cache, pad, device)
         new_tokens, seconds = 0, 0.0
-        for i in range(0, len(prompts), batch_size):
-            enc = tokenizer(prompts[i:i + batch_size], return_tensors="pt", padding=True, padding_side="left")
-            enc = {k: v.to(device) for k, v in enc.items()}
-            _sync(device)
-            start = time.perf_counter()
-            out = model.generate(**enc, max_new_tokens=max_new_tokens, min_new_tokens=max_new_tokens,
-                                 do_sample=False, use_cache=use_cache, pad_token_id=_pad_id(tokenizer))
-            _sync(device)
-            seconds += time.perf_counter() - start
-            new_tokens += (out.shape[1] - enc["input_ids"].shape[1]) * out.shape[0]
+        while new_tokens == 0 or new_tokens < min_tokens:
+            for enc in batches:
+                n, dt = _generate_timed(model, enc, max_new_tokens, use_cache, pad, device)
+                new_tokens, seconds = new_tokens + n, seconds + dt
     return {"tokens_per_s": new_tokens / seconds, "new_tokens": float(new_tokens), "seconds": seconds,
-            "use_cache": float(use_cache)}
+            "use_cache": float(use_cache), "threads": float(used)}
 
 
 @torch.no_grad()
-def prefill_decode_latency(model: nn.Module, input_ids: torch.Tensor, *,
-                           new_tokens: int = 16) -> dict[str, float]:
-    """Time one prefill forward over `input_ids` (B, T) and then `new_tokens` greedy cached decode steps."""
+def prefill_decode_latency(model: nn.Module, input_ids: torch.Tensor, *, new_tokens: int = 16,
+                           threads: int | None = None) -> dict[str, float]:
+    """Time one prefill forward over `input_ids` (B, T) and then `new_tokens` greedy cached decode steps,
+    after one untimed warm-up forward, holding the timing lock on `threads` torch threads."""
     if input_ids.ndim != 2 or new_tokens < 1:
         raise ValueError(f"need input_ids (B, T) and new_tokens >= 1, got {tuple(input_ids.shape)}, "
                          f"{new_tokens}")
     device = input_device(model)
     ids = input_ids.to(device)
-    with eval_mode(model):
+    with eval_mode(model), exclusive_timing(threads):
+        model(input_ids=ids, use_cache=True)  # warm-up: first-call allocations and lazy inits
         _sync(device)
         start = time.perf_counter()
         out = model(input_ids=ids, use_cache=True)
@@ -199,25 +223,26 @@ def prefill_decode_latency(model: nn.Module, input_ids: torch.Tensor, *,
 
 
 def model_bytes(model: nn.Module) -> int:
-    """Bytes of parameters and buffers as stored (packed int8/4-bit weights count as stored)."""
-    tensors = list(model.parameters()) + list(model.buffers())
-    return sum(t.numel() * t.element_size() for t in tensors)
+    """Bytes of every stored tensor, absmax scales and quantization state included (`model_size`)."""
+    return model_size(model).bytes
 
 
 def lm_metrics(model: nn.Module, tokenizer, texts: list[str], teacher: nn.Module | None = None, *,
                max_length: int = 256, batch_size: int = 8, speed_prompts: list[str] | None = None,
-               max_new_tokens: int = 16) -> dict[str, float]:
-    """perplexity, parameters, bytes, tokens/s with and without KV cache, and with a teacher also
-    agreement and kl_to_teacher on `texts`. Speed uses `speed_prompts` (default: first 4 texts' starts)."""
+               max_new_tokens: int = 16, min_tokens: int = 128, threads: int | None = None) -> dict[str, float]:
+    """perplexity; `parameters` (logical), `bytes` (with scales), nonzero_params and retained_fraction;
+    tokens/s with and without KV cache (warm-up, >= `min_tokens` new tokens, fixed `threads`, recorded
+    as `threads`); with a teacher also agreement and kl_to_teacher on `texts`. Speed uses
+    `speed_prompts` (default: the first 4 texts' starts)."""
     texts = _check_texts(texts)
+    size = model_size(model).metrics()
     out = {"perplexity": perplexity(model, tokenizer, texts, max_length=max_length, batch_size=batch_size),
-           "parameters": float(sum(p.numel() for p in model.parameters())),
-           "bytes": float(model_bytes(model))}
+           "parameters": size.pop("params"), "bytes": size.pop("weight_bytes"), **size}
     prompts = speed_prompts or [t[:200] for t in texts[:4]]
-    out["tokens_per_s"] = generation_speed(model, tokenizer, prompts,
-                                           max_new_tokens=max_new_tokens)["tokens_per_s"]
-    out["tokens_per_s_no_cache"] = generation_speed(model, tokenizer, prompts, max_new_tokens=max_new_tokens,
-                                                    use_cache=False)["tokens_per_s"]
+    for key, cache in (("tokens_per_s", True), ("tokens_per_s_no_cache", False)):
+        speed = generation_speed(model, tokenizer, prompts, max_new_tokens=max_new_tokens, use_cache=cache,
+                                 min_tokens=min_tokens, threads=threads)
+        out[key], out["threads"] = speed["tokens_per_s"], speed["threads"]
     if teacher is not None:
         encoded = [tokenizer(t, truncation=True, max_length=max_length)["input_ids"] for t in texts]
         ids, mask = right_pad(encoded, _pad_id(tokenizer))

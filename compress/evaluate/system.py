@@ -6,9 +6,12 @@ byte were a parameter. `weight_bytes` sums the bytes of every parameter, buffer 
 tensor actually held (shared storage counted once); `estimate_bytes` is the rule of thumb
 (parameters x bytes per parameter) reported next to it, so the overhead is visible.
 
-- latency: p50/p95 over `iters` timed calls after `warmup` untimed ones (CUDA synchronised).
-- peak_memory: CUDA `max_memory_allocated` above the starting allocation on GPU; on CPU the peak RSS
-  above the starting RSS (Linux VmHWM reset through /proc/self/clear_refs, else psutil sampling).
+- latency: p50/p95 over `iters` timed calls after `warmup` untimed ones (CUDA synchronised), under
+  the timing protocol of compress/evaluate/timing.py (exclusive lock, fixed torch threads).
+- system_metrics' peak memory: a fresh process loads the export and runs one forward, weights included
+  (compress/evaluate/memory.py); absent, never 0, when there is no export path or it cannot measure.
+- peak_memory(fn): the transient bytes `fn()` allocates above the start, in this process (CUDA
+  `max_memory_allocated`; CPU RSS high-water mark through /proc/self/clear_refs, else psutil sampling).
 - runtime_comparison: the same forward under each SDPA backend (flash / efficient / math) and, on
   request, under `torch.compile`, side by side.
 """
@@ -28,6 +31,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from compress.evaluate.timing import exclusive_timing
 from compress.models import eval_mode
 
 NOMINAL_BYTES = {torch.int8: 1.0, torch.uint8: 1.0}  # plus float dtypes via element_size
@@ -38,20 +42,24 @@ def _sync() -> None:
         torch.cuda.synchronize()
 
 
-def latency(fn: Callable[[], Any], *, warmup: int = 3, iters: int = 20) -> dict[str, float]:
-    """Milliseconds per call of `fn()`: {"p50_ms", "p95_ms", "mean_ms"} over `iters` timed calls."""
+def latency(fn: Callable[[], Any], *, warmup: int = 3, iters: int = 20,
+            threads: int | None = None) -> dict[str, float]:
+    """Milliseconds per call of `fn()`: {"p50_ms", "p95_ms", "mean_ms", "threads"} over `iters` timed
+    calls after `warmup` untimed ones, holding the timing lock with torch on `threads` threads."""
     if warmup < 0 or iters < 1:
         raise ValueError(f"need warmup >= 0 and iters >= 1, got warmup={warmup}, iters={iters}")
-    for _ in range(warmup):
-        fn()
-    _sync()
-    times = []
-    for _ in range(iters):
-        start = time.perf_counter()
-        fn()
+    with exclusive_timing(threads) as used:
+        for _ in range(warmup):
+            fn()
         _sync()
-        times.append((time.perf_counter() - start) * 1e3)
-    return {"p50_ms": percentile(times, 50), "p95_ms": percentile(times, 95), "mean_ms": statistics.fmean(times)}
+        times = []
+        for _ in range(iters):
+            start = time.perf_counter()
+            fn()
+            _sync()
+            times.append((time.perf_counter() - start) * 1e3)
+    return {"p50_ms": percentile(times, 50), "p95_ms": percentile(times, 95), "mean_ms": statistics.fmean(times),
+            "threads": float(used)}
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -174,7 +182,7 @@ def parameter_count(model: nn.Module) -> int:
 def model_size(model: nn.Module):
     """`SizeReport` of `model`: logical parameters (packed 4-bit counted unpacked), stored bytes with
     every scale and quantization state, and parameters not exactly zero (masked pruning zeros excluded;
-    a packed quantized weight counts as nonzero)."""
+    a quantized weight counts as nonzero: values that round to 0 in int8 were not pruned)."""
     from compress.techniques import SizeReport
 
     params = parameter_count(model)
@@ -222,19 +230,30 @@ def _forward(model: nn.Module, example_input: Any) -> Callable[[], Any]:
 
 
 def system_metrics(model: nn.Module, example_input: Any, *, warmup: int = 3, iters: int = 20,
-                   path: str | os.PathLike | None = None) -> dict[str, float]:
-    """params, weight_bytes, estimate_bytes, latency p50/p95 and peak memory of one forward on
-    `example_input` (a tensor, or a dict of keyword inputs); file_bytes too when `path` is given."""
+                   path: str | os.PathLike | None = None, memory: bool = True,
+                   threads: int | None = None) -> dict[str, float]:
+    """Size (`model_size`: params, weight_bytes, nonzero_params, retained_fraction), estimate_bytes,
+    linear_weight_bytes, latency p50/p95/mean and `threads` of one forward on `example_input` (a tensor,
+    or a dict of keyword inputs). With the export `path`: file_bytes, and unless `memory` is false
+    peak_memory_bytes of a fresh load + forward (weights included) with peak_memory_ratio = peak /
+    estimate_bytes; a peak that could not be measured is left out."""
+    from compress.evaluate.memory import input_spec, peak_memory_subprocess
+
     with eval_mode(model):
         fn = _forward(model, example_input)
-        out: dict[str, float] = {"params": float(parameter_count(model)),
-                                 "weight_bytes": float(weight_bytes(model)),
-                                 "estimate_bytes": estimate_bytes(model),
-                                 "linear_weight_bytes": float(weight_bytes(model, modules=is_linear))}
-        out.update({f"latency_{k}": v for k, v in latency(fn, warmup=warmup, iters=iters).items()})
-        out["peak_memory_bytes"] = float(peak_memory(fn))
-        if path is not None:
-            out["file_bytes"] = float(file_bytes(path))
+        out: dict[str, float] = model_size(model).metrics()
+        out |= {"estimate_bytes": estimate_bytes(model),
+                "linear_weight_bytes": float(weight_bytes(model, modules=is_linear))}
+        timed = latency(fn, warmup=warmup, iters=iters, threads=threads)
+        out["threads"] = timed.pop("threads")
+        out.update({f"latency_{k}": v for k, v in timed.items()})
+    if path is not None:
+        out["file_bytes"] = float(file_bytes(path))
+        device = next(iter(model.parameters()), torch.empty(0)).device.type
+        peak = peak_memory_subprocess(path, input_spec(example_input), device=device) if memory else None
+        if peak is not None:
+            out["peak_memory_bytes"] = peak
+            out["peak_memory_ratio"] = peak / out["estimate_bytes"] if out["estimate_bytes"] else float("nan")
     return out
 
 

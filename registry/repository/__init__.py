@@ -29,6 +29,7 @@ from registry.repository.models import (
     update_model,
 )
 from registry.repository.promotion import best_variant, register_variants
+from registry.repository.reconcile import heartbeat_run, latest_crashed_run, reconcile_runs, worker_id
 from registry.repository.runs import (
     canonical_json,
     create_run,
@@ -75,7 +76,7 @@ __all__ = [
     "canonical_json", "check_model_name", "check_store", "collect_garbage", "create_model", "create_run",
     "create_token", "create_version", "evaluate_gates", "find_completed_stage", "finish_stage", "get_artifact",
     "get_latest_version", "get_model", "get_or_create_model", "get_run", "get_run_by_flow_run_id", "get_stage",
-    "get_token", "get_version", "get_version_by_alias", "get_version_id", "hash_token", "latest_values",
+    "get_token", "get_version", "heartbeat_run", "latest_crashed_run", "reconcile_runs", "worker_id", "get_version_by_alias", "get_version_id", "hash_token", "latest_values",
     "list_aliases", "list_artifacts", "list_metrics", "list_models", "list_runs", "list_stages", "list_tokens",
     "list_version_dicts", "list_version_metric_dicts", "list_versions", "log_metrics", "metric_value",
     "parent_value", "pareto_front", "recipe_hash", "referenced_blobs", "register_artifact", "register_blob",

@@ -2,7 +2,9 @@
 `find_completed_stage(cache_key=...)` returns the latest completed stage with that key (and its outputs).
 
 Run status moves pending -> running -> completed | failed | cancelled (pending may also go straight to
-a terminal state); a terminal run cannot change again (InvalidState).
+a terminal state); a terminal run cannot change again (InvalidState). Reconciliation
+(repository/reconcile.py) moves a dead pending/running run to `crashed`; a crashed run may still end
+(completed/failed/cancelled) or revive (running) when its process turns out to be alive.
 """
 
 from __future__ import annotations
@@ -18,7 +20,8 @@ from registry.errors import InvalidState, NotFound
 from registry.models import RUN_STATUSES, RUN_TERMINAL, STAGE_STATUSES, PipelineRun, StageRun, utcnow
 from registry.repository._util import get_row, paginate
 
-_NEXT = {"pending": {"running", *RUN_TERMINAL}, "running": set(RUN_TERMINAL)}
+_NEXT = {"pending": {"running", "crashed", *RUN_TERMINAL}, "running": {"crashed", *RUN_TERMINAL},
+         "crashed": {"running", *RUN_TERMINAL}}
 
 
 def canonical_json(obj: Any) -> str:
@@ -31,12 +34,15 @@ def recipe_hash(recipe: dict) -> str:
 
 
 def create_run(session: Session, *, recipe: dict, flow_run_id: str | None = None, git_commit: str | None = None,
-               library_versions: dict[str, str] | None = None) -> PipelineRun:
+               library_versions: dict[str, str] | None = None, resumed_from_id: int | None = None) -> PipelineRun:
+    """A new pending run; `resumed_from_id`: the crashed run of the same recipe it resumes
+    (`latest_crashed_run`)."""
     if not isinstance(recipe, dict):
         raise InvalidState(f"recipe must be a dict (the recipe's JSON), got {type(recipe).__name__}")
     recipe = json.loads(canonical_json(recipe))  # what is stored is exactly what was hashed
     run = PipelineRun(recipe=recipe, recipe_hash=recipe_hash(recipe), flow_run_id=flow_run_id,
-                      git_commit=git_commit, library_versions=library_versions, status="pending")
+                      git_commit=git_commit, library_versions=library_versions, status="pending",
+                      resumed_from_id=resumed_from_id)
     session.add(run)
     session.flush()
     return run
@@ -75,8 +81,9 @@ def set_run_status(session: Session, *, run_id: int, status: str, error: str | N
                            f"allowed next: {sorted(_NEXT.get(run.status, set())) or 'none (terminal)'}")
     now = utcnow()
     if status == "running":
-        run.started_at = now
-    if status in RUN_TERMINAL:
+        run.started_at = run.started_at if run.status == "crashed" else now
+        run.finished_at = None
+    if status in (*RUN_TERMINAL, "crashed"):
         run.finished_at = now
         run.started_at = run.started_at or now
     run.status = status

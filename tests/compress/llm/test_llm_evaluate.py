@@ -73,7 +73,7 @@ def test_speed_and_latency_report_counts(tokenizer, tiny_teacher):
 
 
 def test_lm_metrics_combines_everything(tokenizer, tiny_teacher):
-    out = lm_metrics(tiny_teacher, tokenizer, TEXTS, teacher=tiny_teacher, max_new_tokens=2)
+    out = lm_metrics(tiny_teacher, tokenizer, TEXTS, teacher=tiny_teacher, max_new_tokens=2, min_tokens=8)
     assert set(out) == {
         "perplexity",
         "parameters",
@@ -82,6 +82,9 @@ def test_lm_metrics_combines_everything(tokenizer, tiny_teacher):
         "tokens_per_s_no_cache",
         "agreement",
         "kl_to_teacher",
+        "nonzero_params",
+        "retained_fraction",
+        "threads",
     }
     assert 4 * out["parameters"] <= out["bytes"] < 4 * out["parameters"] + 4096  # + rotary buffers
     assert out["agreement"] == 1.0
