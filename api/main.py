@@ -21,6 +21,7 @@ from api import docs, errors, limits
 from api.routes import artifacts, health, models, runs, versions
 from api.schemas import ErrorBody
 from api.settings import ApiSettings
+from api.ui import install_ui
 from registry.errors import SchemaOutOfDate
 from registry.session import check_schema, make_engine
 from registry.store import ArtifactStore
@@ -64,6 +65,7 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
     for module in (health, models, versions, runs, artifacts):
         app.include_router(module.router)
     docs.install_docs(app)
+    install_ui(app)  # the web UI at /ui (api/ui/)
     return app
 
 
