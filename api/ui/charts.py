@@ -11,6 +11,8 @@ import math
 from collections import defaultdict
 from typing import Any
 
+from markupsafe import Markup, escape
+
 W, H = 720, 380
 LEFT, RIGHT, TOP, BOTTOM = 78, 18, 16, 46
 NODE_W, NODE_H, COL_GAP, ROW_GAP = 170, 46, 56, 18
@@ -53,6 +55,23 @@ def _scale(values: list[float], lo_px: float, hi_px: float):
     return to_px, _ticks(lo, hi, log), log
 
 
+def dots_markup(dots: list[tuple], href: str, x_name: str, y_name: str) -> Markup:
+    """The plot's points as SVG, built here rather than in a template loop: with 10k versions the loop's
+    per-value escaping cost ~400 ms. Every interpolated value is a number or escaped. Front points are
+    labelled links in the Tab order; the others are links for the mouse, hidden from the keyboard and
+    from screen readers (the versions table is their accessible form)."""
+    href, xn, yn = escape(href), escape(x_name), escape(y_name)
+    parts = []
+    for cx, cy, v, on, x, y in dots:
+        if on:
+            parts.append(f'<a href="{href}{v}" class="pt front" aria-label="version {v}: {xn} {fmt(x)}, '
+                         f'{yn} {fmt(y)}"><circle cx="{cx}" cy="{cy}" r="6"/></a>')
+        else:
+            parts.append(f'<a href="{href}{v}" class="pt" tabindex="-1" aria-hidden="true">'
+                         f'<circle cx="{cx}" cy="{cy}" r="3.5"/></a>')
+    return Markup("".join(parts))  # noqa: S704 - built from numbers and escaped strings only
+
+
 def pareto_svg(points: list[tuple[int, float, float]], front: list[int], model: str) -> dict[str, Any]:
     """Plot geometry: one dot per (version, x, y); front dots flagged and joined by a step line."""
     if not points:
@@ -60,7 +79,7 @@ def pareto_svg(points: list[tuple[int, float, float]], front: list[int], model: 
     sx, xt, xlog = _scale([p[1] for p in points], LEFT, W - RIGHT)
     sy, yt, ylog = _scale([p[2] for p in points], H - BOTTOM, TOP)
     on_front = set(front)
-    dots = [(round(sx(x), 1), round(sy(y), 1), v, v in on_front, fmt(x), fmt(y)) for v, x, y in points]
+    dots = [(round(sx(x), 1), round(sy(y), 1), v, v in on_front, x, y) for v, x, y in points]
     by_version = {d[2]: d for d in dots}
     line = " ".join(f"{by_version[v][0]},{by_version[v][1]}" for v in front if v in by_version)
     return {"width": W, "height": H, "dots": dots, "line": line, "xlog": xlog, "ylog": ylog,

@@ -3,21 +3,22 @@
 The model page is the heavy one: sorting 10k versions by a metric needs every version's value, so it
 reads the whole table of (version, status, bytes, technique, the metrics on show) in three set-based
 queries (joins on the model id, never 10k-item IN lists), sorts and slices in Python, and plots the same
-values. The Pareto front itself comes from `registry.repository.pareto_front`, the registry's one
-definition of dominance (ready versions only; archived ones are plotted but never on the front).
+values. The Pareto front follows `registry.repository.pareto_front`'s rule (ready versions only; archived ones
+are plotted but never on the front), applied to the values already read (`front_versions`).
 Metric values follow the registry's rule: the latest value logged on the version or on its artifact.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from operator import itemgetter
 from typing import Any
 
 from sqlalchemy import bindparam, func, select, union
 from sqlalchemy.orm import Session
 
 from registry.models import Artifact, Metric, ModelAlias, ModelVersion
-from registry.repository import ARTIFACT_BYTES, get_model, list_aliases, list_models, pareto_front
+from registry.repository import ARTIFACT_BYTES, get_model, list_aliases, list_models
 
 QUALITY_METRICS = ("accuracy", "perplexity", "agreement", "top1", "f1")  # first one present is shown
 LATENCY_METRICS = ("latency_p50_ms", "latency_ms", "latency_p95_ms")
@@ -27,7 +28,7 @@ SORT_KEYS = ("version", "status", "quality", "bytes", "latency", "technique")
 _v, _m, _a = ModelVersion.__table__, Metric.__table__, Artifact.__table__
 _VERSIONS = (select(_v.c.id, _v.c.version, _v.c.status, _v.c.artifact_id, _a.c.bytes)
              .join(_a, _a.c.id == _v.c.artifact_id).where(_v.c.model_id == bindparam("model_id")))
-_ARTIFACT_META = select(_a.c.id, _a.c["metadata"]).where(
+_TECHNIQUES = select(_a.c.id, _a.c["metadata"]["technique"].as_string()).where(  # JSON field read by the database
     _a.c.id.in_(select(_v.c.artifact_id).where(_v.c.model_id == bindparam("model_id")).scalar_subquery()))
 _NAMES = union(
     select(_m.c.name).join(_v, _v.c.id == _m.c.version_id).where(_v.c.model_id == bindparam("model_id")),
@@ -67,8 +68,9 @@ def _latest(session: Session, model_id: int, names: set[str]) -> dict[int, dict[
     for link in (_m.c.version_id == _v.c.id, _m.c.artifact_id == _v.c.artifact_id):
         found += session.execute(select(_m.c.id, _v.c.id, _m.c.name, _m.c.value).join(_v, link)
                                  .where(_v.c.model_id == model_id, _m.c.name.in_(sorted(names)))).all()
+    found.sort(key=itemgetter(0))  # by metric id: later rows overwrite earlier ones
     table: dict[int, dict[str, float]] = {}
-    for _mid, vid, name, value in sorted(found):  # by metric id: later rows overwrite earlier ones
+    for _mid, vid, name, value in found:
         table.setdefault(vid, {})[name] = value
     return table
 
@@ -92,6 +94,21 @@ def _pick(names: list[str], preferred: tuple[str, ...], contains: str | None = N
     return next((n for n in names if contains and contains in n), None)
 
 
+def front_versions(points: list[tuple[int, float, float]], minimize_x: bool, maximize_y: bool) -> list[int]:
+    """Version numbers on the Pareto front of (version, x, y) points, best x first: the rule of
+    `registry.repository.pareto_front` (ties broken by the older version, as its row id order does),
+    applied to values this page already read; `pareto_front` itself would read every metric again
+    (~170 ms at 10k versions). tests/api/test_ui.py checks that both agree.
+    TODO(registry): expose the selection as a pure function there and call it from both places."""
+    sx, sy = (1 if minimize_x else -1), (-1 if maximize_y else 1)  # smaller key is better
+    best, front = None, []
+    for version, _x, y in sorted(points, key=lambda p: (sx * p[1], sy * p[2], p[0])):
+        if best is None or sy * y < best:
+            front.append(version)
+            best = sy * y
+    return front
+
+
 def sort_rows(rows: list[dict], sort: str, descending: bool) -> list[dict]:
     """Rows by `sort` (ties: newest version first); rows without a value last in either direction."""
     present = [r for r in rows if r[sort] is not None]
@@ -109,23 +126,22 @@ def model_page(session: Session, *, name: str, view: ModelView) -> dict[str, Any
     x = view.x if view.x in axes else ARTIFACT_BYTES
     y = view.y if view.y in axes else (quality or (names[0] if names else ARTIFACT_BYTES))
     values = _latest(session, model.id, {n for n in (quality, latency, x, y) if n and n != ARTIFACT_BYTES})
-    meta = dict(session.execute(_ARTIFACT_META, {"model_id": model.id}).all())
+    technique = dict(session.execute(_TECHNIQUES, {"model_id": model.id}).all())
     by_version = {number: alias_list for number, alias_list in _aliases_by_version(list_aliases(session,
                                                                                                model_name=name))}
     rows = []
     for vid, number, status, artifact_id, size in session.execute(_VERSIONS, {"model_id": model.id}):
         vals = values.get(vid, {})
         vals[ARTIFACT_BYTES] = float(size)
-        rows.append({"version": number, "status": status, "bytes": size, "technique": (meta.get(artifact_id) or {})
-                     .get("technique"), "quality": vals.get(quality), "latency": vals.get(latency),
+        rows.append({"version": number, "status": status, "bytes": size, "technique": technique.get(artifact_id), "quality": vals.get(quality), "latency": vals.get(latency),
                      "aliases": by_version.get(number, []), "x": vals.get(x), "y": vals.get(y)})
     sort = view.sort if view.sort in SORT_KEYS else "version"
     rows = sort_rows(rows, sort, view.descending)
     pages = max(1, -(-len(rows) // view.per_page))
     page = min(max(1, view.page), pages)
     minimize_x, maximize_y = lower_is_better(x), not lower_is_better(y)
-    front = [p.version.version for p in pareto_front(session, model_name=name, x_metric=x, y_metric=y,
-                                                     minimize_x=minimize_x, maximize_y=maximize_y)]
+    front = front_versions([(r["version"], r["x"], r["y"]) for r in rows if r["status"] == "ready"
+                            and r["x"] is not None and r["y"] is not None], minimize_x, maximize_y)
     return {"model": {"name": model.name, "description": model.description, "archived": model.archived},
             "quality": quality, "latency": latency, "axes": axes, "x": x, "y": y, "minimize_x": minimize_x,
             "maximize_y": maximize_y, "sort": sort, "descending": view.descending, "page": page, "pages": pages,

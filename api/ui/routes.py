@@ -116,7 +116,8 @@ async def model_page(request: Request, name: ModelNamePath, page: PageNo = 1,
 
     def build(s: Session) -> dict:
         ctx = data.model_page(s, name=name, view=view)
-        ctx["plot"] = charts.pareto_svg(ctx.pop("points"), ctx["front"], name)
+        plot = ctx["plot"] = charts.pareto_svg(ctx.pop("points"), ctx["front"], name)
+        plot["markup"] = charts.dots_markup(plot["dots"], plot.get("href", ""), ctx["x"], ctx["y"])
         return ctx
 
     return await render(request, "model.html", build)

@@ -166,3 +166,20 @@ def test_lineage_layout_and_plot_geometry():
     assert [d[3] for d in plot["dots"]] == [True, True, False]
     xs = [d[0] for d in plot["dots"]]
     assert xs == sorted(xs) and all(78 < x < 720 - 18 for x in xs)
+
+
+def test_front_matches_the_registry(ui, tmp_path):
+    """The page's front (api.ui.data.front_versions) is the registry's pareto_front, on every axis pair."""
+    from api.ui import data
+
+    _bulk_versions(ui["url"], tmp_path / "artifacts", 60)
+    engine = make_engine(ui["url"])
+    with session_scope(engine, readonly=True) as s:
+        for model, x, y in (("bulk", "artifact_bytes", "accuracy"), ("mnist-mlp", "artifact_bytes", "accuracy"),
+                            ("mnist-mlp", "latency_p50_ms", "accuracy"), ("bulk", "accuracy", "artifact_bytes")):
+            page = data.model_page(s, name=model, view=data.ModelView(x=x, y=y))
+            registry = [p.version.version for p in repo.pareto_front(
+                s, model_name=model, x_metric=x, y_metric=y, minimize_x=page["minimize_x"],
+                maximize_y=page["maximize_y"])]
+            assert page["front"] == registry, (model, x, y)
+    engine.dispose()

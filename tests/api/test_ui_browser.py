@@ -212,7 +212,7 @@ def test_keyboard_navigation_and_labels(page, server):
                  "/ui/runs", f"/ui/runs/{seed.run_id}", "/ui/login"):
         page.goto(server["base"] + path)
         unlabelled = page.evaluate("""() => [...document.querySelectorAll(
-            'input:not([type=hidden]), select, textarea, button, a[href]')].filter(el => {
+            'input:not([type=hidden]), select, textarea, button, a[href]:not([aria-hidden=true])')].filter(el => {
               const name = (el.labels && el.labels.length) || el.getAttribute('aria-label')
                 || el.getAttribute('aria-labelledby') || el.textContent.trim();
               return !name; }).map(el => el.outerHTML.slice(0, 120))""")
