@@ -60,14 +60,17 @@ def metric_names(session: Session, model_id: int) -> list[str]:
     return sorted(name for (name,) in session.execute(_NAMES, {"model_id": model_id}))
 
 
-def _latest(session: Session, model_id: int, names: set[str]) -> dict[int, dict[str, float]]:
-    """{version id: {metric: latest value}} over every version of the model (any status)."""
+def _latest(session: Session, names: set[str], *, model_id: int | None = None,
+            version_ids: list[int] | None = None) -> dict[int, dict[str, float]]:
+    """{version id: {metric: latest value}} over every version of the model (any status), or over the
+    versions `version_ids` (one page of the table)."""
     if not names:
         return {}
+    where = _v.c.model_id == model_id if version_ids is None else _v.c.id.in_(version_ids)
     found = []
     for link in (_m.c.version_id == _v.c.id, _m.c.artifact_id == _v.c.artifact_id):
         found += session.execute(select(_m.c.id, _v.c.id, _m.c.name, _m.c.value).join(_v, link)
-                                 .where(_v.c.model_id == model_id, _m.c.name.in_(sorted(names)))).all()
+                                 .where(where, _m.c.name.in_(sorted(names)))).all()
     found.sort(key=itemgetter(0))  # by metric id: later rows overwrite earlier ones
     table: dict[int, dict[str, float]] = {}
     for _mid, vid, name, value in found:
@@ -117,37 +120,56 @@ def sort_rows(rows: list[dict], sort: str, descending: bool) -> list[dict]:
     return present + missing
 
 
+def _version_rows(session: Session, model_id: int, aliases: dict[str, int], columns: dict[str, str | None],
+                  values: dict[int, dict[str, float]]) -> list[dict]:
+    """One dict per version; `columns` maps row keys (quality, latency, x, y) to metric names."""
+    technique = dict(session.execute(_TECHNIQUES, {"model_id": model_id}).all())
+    by_version = dict(_aliases_by_version(aliases))
+    rows = []
+    for vid, number, status, artifact_id, size in session.execute(_VERSIONS, {"model_id": model_id}):
+        vals = values.get(vid, {})
+        vals[ARTIFACT_BYTES] = float(size)
+        row = {"id": vid, "version": number, "status": status, "bytes": size, "technique": technique.get(artifact_id),
+               "aliases": by_version.get(number, [])}
+        row.update({key: vals.get(metric) for key, metric in columns.items()})
+        rows.append(row)
+    return rows
+
+
 def model_page(session: Session, *, name: str, view: ModelView) -> dict[str, Any]:
+    """Versions table (one page, sorted over all versions) and the plot's points and front.
+
+    Only the metrics that order rows or place points are read for every version (x, y and the sort
+    column); the table's other metric columns are read for the page's 50 rows alone."""
     model = get_model(session, name=name)
     names = metric_names(session, model.id)
-    quality = _pick(names, QUALITY_METRICS)
-    latency = _pick(names, LATENCY_METRICS, contains="latency")
+    quality, latency = _pick(names, QUALITY_METRICS), _pick(names, LATENCY_METRICS, contains="latency")
     axes = [ARTIFACT_BYTES, *names]
     x = view.x if view.x in axes else ARTIFACT_BYTES
     y = view.y if view.y in axes else (quality or (names[0] if names else ARTIFACT_BYTES))
-    values = _latest(session, model.id, {n for n in (quality, latency, x, y) if n and n != ARTIFACT_BYTES})
-    technique = dict(session.execute(_TECHNIQUES, {"model_id": model.id}).all())
-    by_version = {number: alias_list for number, alias_list in _aliases_by_version(list_aliases(session,
-                                                                                               model_name=name))}
-    rows = []
-    for vid, number, status, artifact_id, size in session.execute(_VERSIONS, {"model_id": model.id}):
-        vals = values.get(vid, {})
-        vals[ARTIFACT_BYTES] = float(size)
-        rows.append({"version": number, "status": status, "bytes": size, "technique": technique.get(artifact_id), "quality": vals.get(quality), "latency": vals.get(latency),
-                     "aliases": by_version.get(number, []), "x": vals.get(x), "y": vals.get(y)})
     sort = view.sort if view.sort in SORT_KEYS else "version"
-    rows = sort_rows(rows, sort, view.descending)
+    columns = {"quality": quality, "latency": latency, "x": x, "y": y}
+    wide = {m for key, m in columns.items() if m and m != ARTIFACT_BYTES and key in ("x", "y", sort)}
+    aliases = list_aliases(session, model_name=name)
+    rows = sort_rows(_version_rows(session, model.id, aliases, columns, _latest(session, wide, model_id=model.id)),
+                     sort, view.descending)
     pages = max(1, -(-len(rows) // view.per_page))
     page = min(max(1, view.page), pages)
+    shown = rows[(page - 1) * view.per_page: page * view.per_page]
+    narrow = {m for m in (quality, latency) if m and m not in wide}
+    extra = _latest(session, narrow, version_ids=[r["id"] for r in shown]) if shown and narrow else {}
+    for row in shown:
+        row.update({key: extra.get(row["id"], {}).get(m, row[key]) for key, m in (("quality", quality),
+                                                                                  ("latency", latency)) if m in narrow})
     minimize_x, maximize_y = lower_is_better(x), not lower_is_better(y)
-    front = front_versions([(r["version"], r["x"], r["y"]) for r in rows if r["status"] == "ready"
-                            and r["x"] is not None and r["y"] is not None], minimize_x, maximize_y)
+    plotted = [r for r in rows if r["x"] is not None and r["y"] is not None]
+    points = [(r["version"], r["x"], r["y"]) for r in plotted]
+    front = front_versions([p for p, r in zip(points, plotted, strict=True) if r["status"] == "ready"],
+                           minimize_x, maximize_y)
     return {"model": {"name": model.name, "description": model.description, "archived": model.archived},
             "quality": quality, "latency": latency, "axes": axes, "x": x, "y": y, "minimize_x": minimize_x,
             "maximize_y": maximize_y, "sort": sort, "descending": view.descending, "page": page, "pages": pages,
-            "total": len(rows), "rows": rows[(page - 1) * view.per_page: page * view.per_page],
-            "points": [(r["version"], r["x"], r["y"]) for r in rows if r["x"] is not None and r["y"] is not None],
-            "front": front, "aliases": list_aliases(session, model_name=name)}
+            "total": len(rows), "rows": shown, "points": points, "front": front, "aliases": aliases}
 
 
 def _aliases_by_version(aliases: dict[str, int]):

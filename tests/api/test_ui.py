@@ -183,3 +183,15 @@ def test_front_matches_the_registry(ui, tmp_path):
                 maximize_y=page["maximize_y"])]
             assert page["front"] == registry, (model, x, y)
     engine.dispose()
+
+
+def test_latency_column_on_every_sort(ui):
+    """Metric columns are read for the shown page only unless they order the rows: same cells either way."""
+    client = ui["client"]
+    login(client, ui["read"])
+    for query in ("", "?sort=latency&order=desc", "?sort=quality&order=asc", "?sort=technique"):
+        page = client.get(f"/ui/models/mnist-mlp{query}").text
+        row = re.search(r'versions/4">v4</a></th>(.*?)</tr>', page, re.S).group(1)
+        assert re.findall(r'<td class="num">([^<]*)</td>', row) == ["0.93", "247", "1.5"], (query, row)
+    first = client.get("/ui/models/mnist-mlp?sort=latency&order=desc").text
+    assert re.search(r'<th scope="row"><a href="/ui/models/mnist-mlp/versions/(\d+)"', first).group(1) == "4"

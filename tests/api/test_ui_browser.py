@@ -162,6 +162,7 @@ def test_promote_moves_alias(page, server):
     assert "staging" not in page.locator("#version-aliases").inner_text()  # it moved to v3
     page.goto(server["base"] + "/ui")
     assert "staging → v3" in page.locator("table.grid").inner_text()
+    shot(page, "models-after-promote")
 
 
 def test_read_token_cannot_promote(page, server):
