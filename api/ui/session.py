@@ -33,7 +33,7 @@ _CSRF_LABEL = b"shrinkwrap-ui-csrf-v1"
 CSP = ("default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; connect-src 'self'; "
        "form-action 'self'; frame-ancestors 'none'; base-uri 'none'")
 SECURITY_HEADERS = {"Content-Security-Policy": CSP, "X-Content-Type-Options": "nosniff",
-                    "Referrer-Policy": "no-referrer", "X-Frame-Options": "DENY", "Cache-Control": "no-store"}
+                    "Referrer-Policy": "same-origin", "X-Frame-Options": "DENY", "Cache-Control": "no-store"}
 
 
 def cookie_token(request: Request) -> str | None:
@@ -70,7 +70,9 @@ def check_csrf(request: Request, form: dict[str, str]) -> None:
 
 def check_origin(request: Request) -> None:
     """403 when a POST comes from a page of another site: browsers send Origin on every cross-site POST.
-    Only the host is compared, so a TLS-terminating proxy in front (https outside, http here) still works."""
+    Only the host is compared, so a TLS-terminating proxy in front (https outside, http here) still works.
+    `Origin: null` is refused too: our pages set Referrer-Policy same-origin, under which browsers send the
+    real origin on same-origin posts (with no-referrer, Chromium sends null)."""
     origin = request.headers.get("origin")
     if origin is None:
         return

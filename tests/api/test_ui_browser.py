@@ -87,8 +87,11 @@ def login(pg, server, scope: str = "admin") -> None:
     pg.goto(server["base"] + "/ui")
     assert "/ui/login" in pg.url  # not logged in: sent to the login form
     pg.keyboard.type(server[scope])  # the token field has focus (autofocus): keyboard only
-    pg.keyboard.press("Enter")
-    pg.wait_for_url(server["base"] + "/ui")
+    with pg.expect_navigation():
+        pg.keyboard.press("Enter")
+    if pg.url != server["base"] + "/ui":
+        shot(pg, "login-failed")
+        raise AssertionError(f"login did not land on /ui but on {pg.url}: {pg.locator('main').inner_text()}")
 
 
 def shot(pg, name: str) -> None:
