@@ -127,6 +127,27 @@ def measure(client: httpx.Client, path: str, *, warmup: int, iters: int, pid: in
             "cpu": cpu, "kib": len(r.content) / 1024}
 
 
+def screenshot(base: str, token: str, path: Path) -> None:
+    """The model page at full scale, in headless Chromium (skipped without playwright or /usr/bin/chromium)."""
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        return
+    if not Path("/usr/bin/chromium").exists():
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path="/usr/bin/chromium", args=["--headless", "--no-sandbox",
+                                    "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+                                    "--no-first-run", "--disable-sync"])
+        context = browser.new_context(viewport={"width": 1280, "height": 900})
+        context.add_cookies([{"name": "sw_ui_token", "value": token, "domain": "127.0.0.1", "path": "/ui"}])
+        page = context.new_page()
+        page.goto(f"{base}/ui/models/{MODEL}")
+        page.screenshot(path=str(path))
+        browser.close()
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--db-url", default=None, help="an EMPTY database (default: a temporary SQLite file)")
@@ -148,6 +169,7 @@ def main() -> int:
                 client.post("/ui/login", data={"token": token}).raise_for_status()
                 results = {name: measure(client, path, warmup=args.warmup, iters=args.iters, pid=proc.pid)
                            for name, path in pages(args.versions, run_id).items()}
+            screenshot(f"http://127.0.0.1:{port}", token, ROOT / "bench" / "out" / "ui" / "model-10k.png")
         finally:
             proc.terminate()
             proc.wait(timeout=30)
