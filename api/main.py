@@ -4,7 +4,7 @@ Three layers (mlflow-registry style): ORM rows and repository functions in regis
 in one worker-thread hop per transaction with the auth check (`Db` in api/deps.py), thin routes in
 api/routes/<entity>.py. Every error leaves as
 `{"error": {"code", "message"}}` (api/errors.py); auth is bearer tokens with scopes (api/auth.py);
-the docs page at /docs works offline (api/docs.py). Settings: api/settings.py.
+the docs page at /docs works offline (api/docs.py); the web UI is at /ui (api/ui/). Settings: api/settings.py.
 """
 
 from __future__ import annotations
