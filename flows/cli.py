@@ -13,7 +13,7 @@ import sys
 
 from registry.config import prefect_home
 
-COMMAND_MODULES = ("flows.commands", "registry.cli", "api.cli")
+COMMAND_MODULES = ("flows.commands", "registry.cli", "api.cli", "api.serving.cli")
 
 
 def _default_environment() -> None:
