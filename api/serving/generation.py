@@ -12,6 +12,7 @@ top-p (nucleus) sampling, seeded per request when a seed is given.
 from __future__ import annotations
 
 import dataclasses
+import inspect
 from typing import Any
 
 import torch
@@ -21,6 +22,11 @@ from api.serving.predictors import InvalidInput, architecture, needs_tokenizer
 
 MAX_TOKENS_LIMIT = 1024
 MAX_STOPS = 4  # as OpenAI
+
+
+def _cache(out):
+    cache = getattr(out, "cache", None)
+    return cache if cache is not None else out.past_key_values
 
 
 @dataclasses.dataclass
@@ -54,6 +60,8 @@ class CausalLM:
         if tokenizer.eos_token_id is not None:
             self.eos.add(tokenizer.eos_token_id)
         self.context = int(getattr(model.config, "max_position_embeddings", 2048))
+        # transformers 5.2x renamed `past_key_values` to `cache` (the old name warns, then goes in 5.40)
+        self.cache_arg = "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
 
     @classmethod
     def accepts(cls, model: nn.Module) -> bool:
@@ -113,7 +121,7 @@ class CausalLM:
             mask[i, width - n:] = 1
         positions = (mask.cumsum(-1) - 1).clamp_min(0)                           # (B, T)
         out = self.model(input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=True)
-        return out.past_key_values, out.logits[:, -1], mask, positions[:, -1:]
+        return _cache(out), out.logits[:, -1], mask, positions[:, -1:]
 
     def _generate(self, rows: list[_Row]) -> None:
         past, logits, mask, position = self._prefill(rows)
@@ -131,8 +139,8 @@ class CausalLM:
             mask = torch.cat([mask, mask.new_ones((len(live), 1))], dim=1)      # (b, T + 1)
             position = position + 1                                             # (b, 1)
             out = self.model(input_ids=tokens[:, None], attention_mask=mask, position_ids=position,
-                             past_key_values=past, use_cache=True)
-            past, logits = out.past_key_values, out.logits[:, -1]               # (b, V)
+                             use_cache=True, **{self.cache_arg: past})
+            past, logits = _cache(out), out.logits[:, -1]                       # (b, V)
 
     def _advance(self, row: _Row, token: int) -> bool:
         """Append `token` to `row`; True when the row is finished."""

@@ -157,3 +157,15 @@ def test_not_ready_until_a_version_exists(reg, tmp_path):
         wait_for(lambda: httpx.get(f"{base}/ready").status_code == 200, what="the first version")
     assert ready.status_code == 503 and "ghost" in ready.json()["error"]["message"]
     assert predict.status_code == 503 and predict.headers["retry-after"]
+
+
+def test_serve_model_command_line(capsys):
+    from flows.cli import build_parser
+
+    args = build_parser().parse_args(["serve-model", "mnist@production", "--max-batch", "4", "--max-wait-ms", "2",
+                                      "--workers", "2", "--compile"])
+    assert (args.model, args.max_batch, args.max_wait_ms, args.workers, args.compile) == (
+        "mnist@production", 4, 2.0, 2, True)
+    assert build_parser().parse_args(["serve-model", "mnist"]).func(
+        build_parser().parse_args(["serve-model", "mnist"])) == 2
+    assert "NAME@ALIAS or NAME:VERSION" in capsys.readouterr().err
