@@ -84,12 +84,16 @@ def _check_model(state: ServerState, model: str | None) -> None:
         raise ApiError(404, "model_not_found", f"this server serves {state.ref.name!r}, not {model!r}")
 
 
-async def _run(state: ServerState, request: Request, payload: Any, size: int, predictor) -> Any:
-    """Queue one validated request and wait for its result, its timeout or its client's disconnect."""
+def _submit(state: ServerState, payload: Any, size: int, predictor):
+    """Queue one validated request (503 + Retry-After when the queue is full)."""
     try:
-        job = state.batcher.submit(payload, size=size, predictor=predictor)
+        return state.batcher.submit(payload, size=size, predictor=predictor)
     except QueueFull as err:
         raise ApiError(503, "queue_full", str(err), headers={"Retry-After": str(int(err.retry_after_s))}) from None
+
+
+async def _wait(state: ServerState, request: Request, job) -> Any:
+    """A queued request's result; 504 at its timeout; its work dropped when its client disconnects."""
     watcher = asyncio.ensure_future(_disconnected(request))
     try:
         done, _ = await asyncio.wait({job.future, watcher}, timeout=state.settings.timeout_s,
@@ -134,29 +138,36 @@ def _add_routes(app: FastAPI, state: ServerState) -> None:
 
     @app.post("/v1/predict", tags=["inference"])
     async def predict(body: PredictRequest, request: Request, authorization: str | None = AuthHeader):
-        await state.authorize(authorization, "read")
-        loaded = _loaded(state, "predict")
-        payload, size = loaded.predictor.prepare(body.inputs, state.settings.max_batch)
-        predictions = await _run(state, request, payload, size, loaded.predictor)
-        return {"model": loaded.resolved.name, "version": loaded.resolved.version, "predictions": predictions}
+        with state.batcher.arrival():
+            await state.authorize(authorization, "read")
+            loaded = _loaded(state, "predict")
+            payload, size = loaded.predictor.prepare(body.inputs, state.settings.max_batch)
+            job = _submit(state, payload, size, loaded.predictor)
+        predictions = await _wait(state, request, job)
+        return JSONResponse({"model": loaded.resolved.name, "version": loaded.resolved.version,
+                             "predictions": predictions})
 
     @app.post("/v1/completions", tags=["inference"])
     async def completions(body: CompletionRequest, request: Request, authorization: str | None = AuthHeader):
-        await state.authorize(authorization, "read")
-        _check_model(state, body.model)
-        loaded = _loaded(state, "completions")
-        prompts = [body.prompt] if isinstance(body.prompt, str) else body.prompt
-        payload, size = loaded.predictor.prepare_prompts(prompts, **body.generation())
-        return completion_response(loaded.resolved, await _run(state, request, payload, size, loaded.predictor))
+        with state.batcher.arrival():
+            await state.authorize(authorization, "read")
+            _check_model(state, body.model)
+            loaded = _loaded(state, "completions")
+            prompts = [body.prompt] if isinstance(body.prompt, str) else body.prompt
+            payload, size = loaded.predictor.prepare_prompts(prompts, **body.generation())
+            job = _submit(state, payload, size, loaded.predictor)
+        return JSONResponse(completion_response(loaded.resolved, await _wait(state, request, job)))
 
     @app.post("/v1/chat/completions", tags=["inference"])
     async def chat(body: ChatRequest, request: Request, authorization: str | None = AuthHeader):
-        await state.authorize(authorization, "read")
-        _check_model(state, body.model)
-        loaded = _loaded(state, "completions")
-        prompt = loaded.predictor.chat_prompt([m.model_dump() for m in body.messages])
-        payload, size = loaded.predictor.prepare_prompts([prompt], special_tokens=False, **body.generation())
-        return chat_response(loaded.resolved, (await _run(state, request, payload, size, loaded.predictor))[0])
+        with state.batcher.arrival():
+            await state.authorize(authorization, "read")
+            _check_model(state, body.model)
+            loaded = _loaded(state, "completions")
+            prompt = loaded.predictor.chat_prompt([m.model_dump() for m in body.messages])
+            payload, size = loaded.predictor.prepare_prompts([prompt], special_tokens=False, **body.generation())
+            job = _submit(state, payload, size, loaded.predictor)
+        return JSONResponse(chat_response(loaded.resolved, (await _wait(state, request, job))[0]))
 
 
 def create_serving_app(settings: ServeSettings) -> FastAPI:

@@ -2,7 +2,8 @@
 
 A request enters `Batcher.submit` already validated (a malformed one is refused with a 4xx before it
 gets here, so it can never poison a batch). The worker takes the oldest request, then keeps collecting
-until the batch holds `max_batch` samples or `max_wait_s` has passed since that first request, and runs
+until the batch holds `max_batch` samples, or `max_wait_s` has passed since that first request, or no
+other request is queued or arriving (then waiting could only add latency), and runs
 the batch in one worker thread (the model is not thread-safe, and one forward at a time is what 2 cores
 can do anyway). Each request gets its own result back through its future.
 
@@ -20,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import dataclasses
 import logging
 import time
@@ -67,6 +69,7 @@ class Batcher:
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="shrinkwrap-forward")
         self._task: asyncio.Task | None = None
         self._seconds_per_batch = 0.05  # running estimate for Retry-After
+        self.arriving = 0  # requests inside a route, not yet queued (see `arrival`)
 
     @property
     def depth(self) -> int:
@@ -80,6 +83,17 @@ class Batcher:
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
         self._executor.shutdown(wait=False, cancel_futures=True)
+
+    @contextlib.contextmanager
+    def arrival(self):
+        """Routes hold this from the moment a request arrives until it is queued (or refused): while no
+        request is arriving and the queue is empty, nobody can join the batch being collected, so it
+        runs at once instead of waiting out max_wait (a lone client pays no batching delay)."""
+        self.arriving += 1
+        try:
+            yield
+        finally:
+            self.arriving -= 1
 
     def retry_after_s(self) -> float:
         batches = self.depth / self.max_batch + 1
@@ -119,6 +133,8 @@ class Batcher:
         batch, size = [first], first.size
         deadline = time.perf_counter() + self.max_wait_s
         while size < self.max_batch:
+            if not self._held and self._queue.empty() and not self.arriving:
+                break  # nobody is on the way: waiting would only add latency
             job = await self._next_job(max(0.0, deadline - time.perf_counter()))
             if job is None:
                 break
