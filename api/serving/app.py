@@ -90,6 +90,8 @@ def _submit(state: ServerState, payload: Any, size: int, predictor):
         return state.batcher.submit(payload, size=size, predictor=predictor)
     except QueueFull as err:
         raise ApiError(503, "queue_full", str(err), headers={"Retry-After": str(int(err.retry_after_s))}) from None
+    except ValueError as err:  # more samples than one batch holds
+        raise ApiError(422, "invalid_input", str(err)) from None
 
 
 async def _wait(state: ServerState, request: Request, job) -> Any:

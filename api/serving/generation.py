@@ -39,6 +39,10 @@ class GenItem:
     seed: int | None = None
 
 
+class _Idle:
+    cancelled = False  # the job of a warm-up row
+
+
 @dataclasses.dataclass
 class _Row:
     item: GenItem
@@ -97,6 +101,10 @@ class CausalLM:
         return items, len(items)
 
     # -- the batch (worker thread) --------------------------------------------------------------
+    def warmup(self) -> None:
+        ids = self.tokenizer("Hello", add_special_tokens=True)["input_ids"] or [self.pad_id]
+        self._generate([_Row(GenItem(ids, 2), _Idle())])
+
     @torch.inference_mode()
     def run_batch(self, jobs: list) -> list[list[dict[str, Any]]]:
         rows = [_Row(item, job) for job in jobs for item in job.payload]

@@ -120,5 +120,12 @@ def load_version(engine, store: ArtifactStore, resolved: Resolved, *, compile: b
     predictor = make_predictor(model, load_tokenizer(path))
     if compile:
         predictor.model = torch.compile(model, dynamic=True)
+        try:
+            predictor.warmup()  # compiles now, not inside the first requests' timeouts
+        except Exception as err:  # noqa: BLE001 - an uncompilable model still serves, eagerly
+            log.warning("torch.compile failed for %s version %d (%s); serving it uncompiled",
+                        resolved.name, resolved.version, err)
+            predictor.model = model
+    predictor.warmup()
     log.info("loaded %s version %d from %s (%s)", resolved.name, resolved.version, path, type(predictor).__name__)
     return Loaded(resolved, predictor, path)

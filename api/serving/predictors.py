@@ -100,6 +100,10 @@ class ArrayClassifier:
         return torch.stack(rows), len(rows)  # (n, *input_shape)
 
     @torch.inference_mode()
+    def warmup(self) -> None:
+        self.model(torch.zeros(1, *self.input_shape))
+
+    @torch.inference_mode()
     def run_batch(self, jobs: list) -> list[list[dict[str, Any]]]:
         x = torch.cat([job.payload for job in jobs])  # (B, *input_shape)
         preds = _probabilities(self.model(x), self.labels or [str(i) for i in range(10_000)])
@@ -137,6 +141,10 @@ class TextClassifier:
             if len(text) > MAX_TEXT_CHARS:
                 raise InvalidInput(f"inputs[{i}] has {len(text)} characters; at most {MAX_TEXT_CHARS}")
         return texts, len(texts)
+
+    @torch.inference_mode()
+    def warmup(self) -> None:
+        self.model(**self.tokenizer(["warm up"], return_tensors="pt"))
 
     @torch.inference_mode()
     def run_batch(self, jobs: list) -> list[list[dict[str, Any]]]:

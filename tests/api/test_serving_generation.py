@@ -69,7 +69,8 @@ def test_openai_requests_it_cannot_honour_are_refused_before_queueing(lm):
     reg, _ = lm
     bad = [{"prompt": "x", "stream": True}, {"prompt": "x", "n": 2}, {"prompt": "x", "max_tokens": 0},
            {"prompt": "x", "max_tokens": 5000}, {"prompt": ""}, {"prompt": "x", "stop": ["a"] * 5},
-           {"prompt": "x", "model": "other-model"}, {"messages": []}]
+           {"prompt": "x", "model": "other-model"}, {"messages": []},
+           {"prompt": ["x"] * 33}]
     with running_server(reg.settings("tiny-lm:1")) as base:
         statuses = [httpx.post(f"{base}/v1/{'chat/' if 'messages' in b else ''}completions", json=b).status_code
                     for b in bad]
