@@ -45,6 +45,7 @@ from compress.evaluate.system import model_size
 from compress.techniques import QuantTechnique, register_quantizer
 
 ENGINE = "fbgemm"  # see module docstring: "x86" packs small batches for a 30x slower path here
+INT_MM_MIN_ROWS = 8  # from 8 activation rows torch._int_mm beats per-row fbgemm calls (see module docstring)
 NAME = "int8-dynamic"
 
 
@@ -98,7 +99,8 @@ class DynamicInt8Linear(nn.Module):
         self.qweight = nn.Parameter(weight.contiguous(), requires_grad=False)
         self.register_buffer("scale", scale.float().contiguous())
         self.bias = None if bias is None else nn.Parameter(bias.detach().float().clone(), requires_grad=False)
-        self._packed = None
+        self._packed = None  # fbgemm's packed copy, built on first use
+        self._qweight_t = None  # (in, out) copy for torch._int_mm, built on first use
 
     @classmethod
     def from_linear(cls, linear: nn.Linear) -> DynamicInt8Linear:
@@ -114,15 +116,28 @@ class DynamicInt8Linear(nn.Module):
             return torch.ops.quantized.linear_prepack(qweight, self.bias)
 
     def _load_from_state_dict(self, *args, **kwargs):
-        self._packed = None  # new tensors: pack again on the next forward
+        self._packed = self._qweight_t = None  # new tensors: pack again on the next forward
         return super()._load_from_state_dict(*args, **kwargs)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self._packed is None:
-            self._packed = self._pack()
         shape = x.shape
-        y = torch.ops.quantized.linear_dynamic(x.reshape(-1, shape[-1]).float().contiguous(), self._packed, True)
-        return y.reshape(*shape[:-1], self.out_features).to(x.dtype)  # (..., out_features)
+        rows = x.reshape(-1, shape[-1]).float().contiguous()                      # (M, in)
+        if rows.shape[0] >= INT_MM_MIN_ROWS:
+            y = self._per_token_int_mm(rows)
+        else:  # fbgemm quantizes its whole input with one scale: one call per row makes that per token
+            if self._packed is None:
+                self._packed = self._pack()
+            y = torch.cat([torch.ops.quantized.linear_dynamic(row[None], self._packed, True) for row in rows])
+        return y.reshape(*shape[:-1], self.out_features).to(x.dtype)             # (..., out_features)
+
+    def _per_token_int_mm(self, rows: torch.Tensor) -> torch.Tensor:
+        """Symmetric int8 per token (row), int8 x int8 -> int32 on torch's CPU kernel, rescaled."""
+        if self._qweight_t is None:
+            self._qweight_t = self.qweight.t().contiguous()                       # (in, out)
+        step = rows.abs().amax(dim=1, keepdim=True).clamp_min(1e-12) / 127.0      # (M, 1)
+        q = torch.round(rows / step).clamp_(-127, 127).to(torch.int8)             # (M, in)
+        y = torch._int_mm(q, self._qweight_t).float().mul_(step * self.scale)     # (M, out)
+        return y if self.bias is None else y.add_(self.bias)
 
     def dequantized_weight(self) -> torch.Tensor:
         return self.qweight.float() * self.scale[:, None]  # (out, in)
