@@ -1,21 +1,32 @@
-"""`int8-dynamic`: int8 weights (per output row, symmetric) with activations quantized per batch at run
-time, and the matmul on fbgemm's int8 kernels. The CPU-fast quantization: bitsandbytes' CPU kernels
+"""`int8-dynamic`: int8 weights (per output row, symmetric) with activations quantized per token at run
+time, and the matmul on int8 CPU kernels. The CPU-fast quantization: bitsandbytes' CPU kernels
 dequantize to float and run slower than fp32, these multiply in int8.
 
-Dynamic quantization (Jacob et al. 2018, https://arxiv.org/abs/1712.05877; PyTorch's "dynamic
-quantization" recipe): W ~= qweight * scale[:, None] with qweight int8 in [-127, 127] and scale =
-row absmax / 127; at each forward the activation x gets one affine uint8 scale/zero point from its own
-min/max (per batch), then y = (x_q @ qweight^T) * scales + bias, accumulated in int32.
+Dynamic quantization (Jacob et al. 2018, https://arxiv.org/abs/1712.05877; per-token activation scales
+as in LLM.int8's vector-wise quantization, https://arxiv.org/abs/2208.07339, without its outlier
+columns): W ~= qweight * scale[:, None] with qweight int8 in [-127, 127] and scale = row absmax / 127;
+at each forward every activation row (token) gets its own scale from its own range, then
+y = (x_q @ qweight^T) * (x_scale * scale) + bias, accumulated in int32.
 
-Kernel choice (measured on this 2-core AVX512-VNNI EPYC, torch 2.13, 2 threads, Linear 960->2560->960):
-- torch's own `quantized::linear_dynamic` with weights packed for fbgemm: batch 1 0.10 ms vs fp32 1.04 ms,
-  batch 32 0.64 ms vs 3.76 ms. Packed for the default "x86" engine batch 1 took 3.3 ms (it routes small
-  batches through onednn), so we pack for fbgemm explicitly.
+Why per token: one scale for a whole (tokens x features) batch, as `quantize_dynamic` does, lets one
+outlier token crush every other; on SmolLM2-135M that cost +320% perplexity (per-tensor, fbgemm, 12
+held-out passages) against +2.3% per token (+0.7% with `down_proj`, whose inputs carry the largest
+outliers, left in fp32; 4 passages); bench/results/serve_load.md has the measured table.
+
+Kernels (measured on this 2-core AVX512-VNNI EPYC, torch 2.13, 2 threads):
+- below 8 rows (decode): torch's `quantized::linear_dynamic` on fbgemm-packed weights, called once per
+  row so its per-input scale is a per-token scale. Linear 960->2560->960 at batch 1: 0.10 ms vs fp32
+  1.04 ms. Packed for the default "x86" engine it took 3.3 ms (small batches go through onednn), so we
+  pack for fbgemm explicitly.
+- from 8 rows (prefill, batches): `torch._int_mm` (int8 x int8 -> int32): 576x1536 at 32 rows 0.3-0.5 ms
+  vs fp32 2.2-2.8 ms; at 1 row it is slower than fp32 (0.65 vs 0.22 ms), hence the split.
 - torchao 0.18 `Int8DynamicActivationInt8WeightConfig` installs against torch 2.13 but runs eagerly
   through tensor subclasses: 23 ms at batch 1, 32 ms at batch 32 (slower than fp32), so we do not use it.
-We call the op directly instead of `torch.ao.quantization.quantize_dynamic` (deprecated, warns) and keep
-our own layer, whose state dict is plain safetensors-friendly tensors: `qweight` int8 (out, in), `scale`
-float32 (out,), `bias`. The fbgemm packed copy is rebuilt on load (memory: int8 weights held twice).
+  `torch.ao.quantization.quantize_dynamic` (deprecated, warns) would quantize per tensor; we call the
+  kernels directly.
+Our layer's state dict is plain safetensors-friendly tensors: `qweight` int8 (out, in), `scale` float32
+(out,), `bias`. The kernels' weight layouts (fbgemm packed, transposed for _int_mm) are rebuilt on first
+use, so in memory the int8 weights are held up to three times (still 3/4 of fp32).
 
 Tied weights (an lm_head sharing the embedding matrix) are left in float: a quantized copy would
 silently untie them and HF's save_pretrained drops tied keys.

@@ -114,3 +114,17 @@ def test_bert_classifier_skip_list_and_hf_export(tmp_path):
     export_model(model, tmp_path / "bert")
     with torch.no_grad():
         assert torch.equal(load_export(tmp_path / "bert")(ids).logits, out)
+
+
+@pytest.mark.parametrize("rows", [3, 12], ids=["fbgemm-per-row", "int_mm"])
+def test_activation_scales_are_per_token(rows):
+    """An outlier token must not cost the other tokens of its batch their precision."""
+    torch.manual_seed(0)
+    linear = nn.Linear(64, 32)
+    layer = DynamicInt8Linear.from_linear(linear)
+    x = torch.randn(rows, 64)
+    x[-1] *= 1000.0  # one outlier token
+    with torch.no_grad():
+        ref, out = linear(x), layer(x)
+    err = (out[:-1] - ref[:-1]).abs().max() / ref[:-1].abs().max()
+    assert err < 0.03, f"relative error {err:.3f} on the ordinary tokens"
