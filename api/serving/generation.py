@@ -65,7 +65,10 @@ class CausalLM:
             self.eos.add(tokenizer.eos_token_id)
         self.context = int(getattr(model.config, "max_position_embeddings", 2048))
         # transformers 5.2x renamed `past_key_values` to `cache` (the old name warns, then goes in 5.40)
-        self.cache_arg = "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
+        params = inspect.signature(model.forward).parameters
+        self.cache_arg = "cache" if "cache" in params else "past_key_values"
+        # the prefill needs the last position's logits only: (B, T, vocab) would cost T times the lm_head
+        self.last_logits = {"logits_to_keep": 1} if "logits_to_keep" in params else {}
 
     @classmethod
     def accepts(cls, model: nn.Module) -> bool:
@@ -128,7 +131,8 @@ class CausalLM:
             ids[i, width - n:] = torch.tensor(row.item.prompt_ids)
             mask[i, width - n:] = 1
         positions = (mask.cumsum(-1) - 1).clamp_min(0)                           # (B, T)
-        out = self.model(input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=True)
+        out = self.model(input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=True,
+                         **self.last_logits)
         return _cache(out), out.logits[:, -1], mask, positions[:, -1:]
 
     def _generate(self, rows: list[_Row]) -> None:
