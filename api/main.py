@@ -74,7 +74,7 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
 def _reconcile(settings: ApiSettings) -> None:
     """Mark runs whose process or Prefect flow run is gone `crashed` (registry/reconciler.py); a failure
     here is logged and never stops the API from starting."""
-    from api.prefect_runs import flow_run_states
+    from flows.prefect_states import flow_run_states
     from registry.reconciler import reconcile
 
     try:

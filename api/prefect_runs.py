@@ -107,29 +107,3 @@ def cancel_flow_run(*, flow_run_id: str, timeout_s: float) -> str:
     except httpx.HTTPStatusError as err:
         raise _unavailable(f"Prefect API at {url} answered {err.response.status_code}; {START_HINT}") from err
     return result.state.type.value if result.state else new.type.value
-
-
-def flow_run_states(flow_run_ids: list[str], timeout_s: float = 5.0) -> dict[str, str] | None:
-    """{flow_run_id: Prefect state type} for run reconciliation, "GONE" for an id Prefect does not know;
-    None (never raises) when no Prefect server is configured or it does not answer."""
-    from uuid import UUID
-
-    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
-
-    ids = {}
-    for raw in flow_run_ids:
-        try:
-            ids[str(UUID(raw))] = raw
-        except ValueError:
-            continue
-    if not ids:
-        return {}
-    try:
-        client, _ = _client(timeout_s)
-        with client:
-            runs = client.read_flow_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(
-                any_=[UUID(i) for i in ids])), limit=len(ids))
-    except Exception:  # noqa: BLE001 - no answer means no information, never a crashed run
-        return None
-    found = {str(r.id): (r.state.type.value if r.state else "PENDING") for r in runs}
-    return {raw: found.get(norm, "GONE") for norm, raw in ids.items()}

@@ -29,6 +29,7 @@ class MLP(nn.Module):
         self.spec = {"arch": "mlp", "in_features": in_features, "hidden": list(hidden),
                      "num_classes": num_classes, "mean": mean, "std": std}
         self.mean, self.std = mean, std
+        self.input_shape = (in_features,)  # one sample (what a server validates requests against)
         sizes = [in_features, *hidden]
         layers: list[nn.Module] = []
         for a, b in zip(sizes[:-1], sizes[1:], strict=True):
@@ -57,6 +58,7 @@ class MnistCNN(nn.Module):
                      "in_channels": in_channels, "image_size": image_size, "mean": mean, "std": std}
         self.mean, self.std = mean, std
         self.in_channels, self.image_size = in_channels, image_size
+        self.input_shape = (in_channels, image_size, image_size)  # one sample
         self.features = nn.Sequential(
             nn.Conv2d(in_channels, c1, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
             nn.Conv2d(c1, c2, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),

@@ -144,9 +144,18 @@ def cmd_runs(args) -> int:
     except SchemaOutOfDate as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
+    from flows.local_server import read_state
+
     lookup = None
-    if os.environ.get("PREFECT_API_URL"):  # a server outlives its runs; the temporary one of `run` does not
-        from api.prefect_runs import flow_run_states as lookup
+    url = os.environ.get("PREFECT_API_URL") or (read_state() or {}).get("url")  # the server runs report to
+    if url:
+        from prefect.settings import PREFECT_API_URL, temporary_settings
+
+        from flows.prefect_states import flow_run_states
+
+        def lookup(ids):
+            with temporary_settings(updates={PREFECT_API_URL: url}):
+                return flow_run_states(ids)
     reconcile(lookup=lookup)
     with session_scope() as s:
         runs, total = repo.list_runs(s, status=args.status, limit=args.limit)

@@ -1,7 +1,7 @@
 """Run reconciliation on a schedule or at a command's start: `reconcile()` once, `start_reconciler()`
 in a background thread (what `shrinkwrap serve` runs). The rules are in registry/repository/reconcile.py.
 
-`lookup(flow_run_ids) -> {id: Prefect state type} | None` is passed in (api.prefect_runs.flow_run_states),
+`lookup(flow_run_ids) -> {id: Prefect state type} | None` is passed in (flows.prefect_states.flow_run_states),
 so the registry never imports Prefect. The heartbeat timeout is SHRINKWRAP_HEARTBEAT_TIMEOUT_S (default
 300 s; a stage heartbeats every SHRINKWRAP_HEARTBEAT_S, default 30 s, see flows/record.py).
 """

@@ -12,11 +12,12 @@ import os
 import sys
 
 from api import cli as api_cli
+from api.serving import cli as serving_cli
 from flows import commands as flow_commands
 from registry import cli as registry_cli
 from registry.config import prefect_home
 
-COMMAND_MODULES = (flow_commands, registry_cli, api_cli)
+COMMAND_MODULES = (flow_commands, registry_cli, api_cli, serving_cli)
 
 
 def _default_environment() -> None:

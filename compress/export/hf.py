@@ -6,10 +6,17 @@ header in place of a full tensor reload.
 
 Loading without bitsandbytes: the config's quantization_config is dropped, the float architecture is
 built from the config, and the state dict is dequantized in pure torch (compress.quantize.dequant).
+
+Techniques transformers does not know (e.g. `int8-dynamic`): the layers they quantized are listed in
+`quantization.json` (as in the plain layout) and config.json carries a `quantization_config` with
+`quant_method: "shrinkwrap"`, so plain `from_pretrained` warns about an unknown quantization instead of
+loading silently. `load_hf` builds the float architecture and lets each layer's technique rebuild (or
+dequantize) it from its stored tensors, exactly like `load_plain`.
 """
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +24,9 @@ import torch
 from torch import nn
 
 from compress.export.weights import PICKLE_SUFFIXES, merge_safetensors_metadata, refuse_pickle
+
+QUANTIZATION = "quantization.json"  # same name and shape as the plain layout's
+SHRINKWRAP_QUANT_METHOD = "shrinkwrap"
 
 
 def is_hf_model(model: nn.Module) -> bool:
@@ -26,7 +36,17 @@ def is_hf_model(model: nn.Module) -> bool:
 def save_hf(model: nn.Module, root: Path, *, metadata: dict[str, str], tokenizer=None,
             max_shard_size: str | int = "2GB") -> dict[str, Any]:
     """Write the HF layout into `root`; returns manifest fields."""
-    model.save_pretrained(root, safe_serialization=True, max_shard_size=max_shard_size)
+    own_layers = _own_quantized_layers(model)
+    if own_layers:
+        own = {"config": getattr(model, "quantization_config", None), "modules": own_layers}
+        model.config.quantization_config = {"quant_method": SHRINKWRAP_QUANT_METHOD,
+                                            "techniques": sorted({i["kind"] for i in own_layers.values()})}
+        (root / QUANTIZATION).write_text(json.dumps(own, indent=2, sort_keys=True) + "\n")
+    try:
+        model.save_pretrained(root, safe_serialization=True, max_shard_size=max_shard_size)
+    finally:
+        if own_layers:
+            del model.config.quantization_config
     if tokenizer is not None:
         tokenizer.save_pretrained(root)
     for path in sorted(root.glob("*.safetensors")):
@@ -34,8 +54,18 @@ def save_hf(model: nn.Module, root: Path, *, metadata: dict[str, str], tokenizer
     quant = getattr(model.config, "quantization_config", None)
     if quant is not None and not isinstance(quant, dict):
         quant = quant.to_dict()
-    return {"layout": "hf", "sparse": False, "quantized": quant is not None,
+    return {"layout": "hf", "sparse": False, "quantized": quant is not None or bool(own_layers),
             "architecture": (model.config.architectures or [type(model).__name__])[0]}
+
+
+def _own_quantized_layers(model: nn.Module) -> dict[str, dict[str, Any]]:
+    """Layers quantized by a technique transformers cannot load itself (none when the model carries a
+    transformers quantization config, e.g. bitsandbytes loaded through BitsAndBytesConfig)."""
+    from compress.techniques import quantized_layers
+
+    if getattr(model.config, "quantization_config", None) is not None:
+        return {}
+    return quantized_layers(model)
 
 
 def _model_class(config):
@@ -56,6 +86,8 @@ def load_hf(root: Path, manifest: dict[str, Any], *, allow_pickle: bool = False,
     if pickles and not allow_pickle:
         refuse_pickle(root / pickles[0])
     config = AutoConfig.from_pretrained(root, trust_remote_code=False)
+    if (root / QUANTIZATION).is_file():
+        return _load_layerwise(root, config, _model_class(config), native=use_bitsandbytes is not False)
     quantized = getattr(config, "quantization_config", None) is not None
     if quantized and use_bitsandbytes is None:
         try:
@@ -77,22 +109,44 @@ def load_hf(root: Path, manifest: dict[str, Any], *, allow_pickle: bool = False,
     return model.eval()
 
 
-def _load_dequantized(root: Path, config, cls) -> nn.Module:
+def _read_safetensors(root: Path) -> dict[str, torch.Tensor]:
     from safetensors.torch import load_file
 
+    tensors: dict[str, torch.Tensor] = {}
+    for path in sorted(root.glob("*.safetensors")):
+        tensors.update(load_file(path))
+    return tensors
+
+
+def _load_dequantized(root: Path, config, cls) -> nn.Module:
     from compress.quantize.dequant import dequantize_state_dict
 
     del config.quantization_config
     model = cls._from_config(config)
-    tensors: dict[str, torch.Tensor] = {}
-    for path in sorted(root.glob("*.safetensors")):
-        tensors.update(load_file(path))
-    tensors = dequantize_state_dict(tensors)
+    return _load_into(model, dequantize_state_dict(_read_safetensors(root)), root, config)
+
+
+def _load_layerwise(root: Path, config, cls, *, native: bool) -> nn.Module:
+    """An export whose quantized layers `quantization.json` lists: float architecture from config.json,
+    then each listed layer rebuilt (`native`) or dequantized by its technique (compress.export.plain)."""
+    from compress.export.plain import load_quantized_layers
+
+    if getattr(config, "quantization_config", None) is not None:
+        del config.quantization_config
+    model = cls._from_config(config)
+    qinfo = json.loads((root / QUANTIZATION).read_text())
+    tensors, rebuilt = load_quantized_layers(model, _read_safetensors(root), qinfo["modules"], native=native)
+    model.quantization_config = qinfo.get("config")
+    return _load_into(model, tensors, root, config, rebuilt=rebuilt)
+
+
+def _load_into(model: nn.Module, tensors: dict[str, torch.Tensor], root: Path, config, *,
+               rebuilt: set[str] = frozenset()) -> nn.Module:
     missing, unexpected = model.load_state_dict(tensors, strict=False)
     tied = set(getattr(model, "all_tied_weights_keys", None) or getattr(model, "_tied_weights_keys", None) or [])
-    missing = [k for k in missing if k not in tied]
+    missing = [k for k in missing if k not in tied and not any(k.startswith(n + ".") for n in rebuilt)]
     if missing or unexpected:
-        raise ValueError(f"{root}: dequantized weights do not match config.json: missing {missing[:5]}, "
+        raise ValueError(f"{root}: stored weights do not match config.json: missing {missing[:5]}, "
                          f"unexpected {unexpected[:5]}")
     if getattr(config, "tie_word_embeddings", False):
         model.tie_weights()

@@ -81,7 +81,7 @@ def load_plain(root: Path, manifest: dict[str, Any], *, allow_pickle: bool = Fal
     tensors = _read_tensors(root, manifest, allow_pickle)
     qfile = root / QUANTIZATION
     qinfo: dict[str, dict[str, Any]] = json.loads(qfile.read_text())["modules"] if qfile.is_file() else {}
-    tensors, rebuilt = _load_quantized_layers(model, tensors, qinfo, native=use_bitsandbytes is not False)
+    tensors, rebuilt = load_quantized_layers(model, tensors, qinfo, native=use_bitsandbytes is not False)
     missing, unexpected = model.load_state_dict(tensors, strict=False)
     missing = [k for k in missing if not any(k.startswith(n + ".") for n in rebuilt)]
     if missing or unexpected:
@@ -92,7 +92,7 @@ def load_plain(root: Path, manifest: dict[str, Any], *, allow_pickle: bool = Fal
     return model.eval()
 
 
-def _load_quantized_layers(model: nn.Module, tensors: dict[str, torch.Tensor], qinfo: dict[str, dict[str, Any]],
+def load_quantized_layers(model: nn.Module, tensors: dict[str, torch.Tensor], qinfo: dict[str, dict[str, Any]],
                            *, native: bool) -> tuple[dict[str, torch.Tensor], set[str]]:
     """Replace each quantized layer of the float `model` by the one its technique rebuilds from the
     stored tensors (native, when its runtime imports), or put its dequantized float tensors back;

@@ -4,7 +4,7 @@ A kill -9 (or an OOM kill, a power cut) runs no hook, so nothing marks the regis
 `running` forever. Three signs of death, cheapest first:
 
 1. Prefect says so: the caller passes `flow_run_states` {flow_run_id: state type} it looked up (e.g.
-   api.prefect_runs.flow_run_states); CRASHED, CANCELLED, FAILED, COMPLETED or GONE (no such flow run)
+   flows.prefect_states.flow_run_states); CRASHED, CANCELLED, FAILED, COMPLETED or GONE (no such flow run)
    while the registry run is still pending/running means the recording process died.
 2. The process is gone: `heartbeat_run` stores the worker "host:pid:start" of the process running the
    run; on the same host a missing pid (or one reused by a later process) is certain death.
