@@ -46,6 +46,7 @@ from compress.quantize.calibrated import GPTQConfig, QuantLinear, calibration_ba
 OUT = ROOT / "bench" / "out" / "quantize_llm"
 RESULTS = ROOT / "bench" / "results" / "quantize_llm.md"
 HELD_OUT = "winters_tale"
+G32_SYM = {"group_size": 32, "sym": True}  # Q4_0's grid: its GGUF file holds GPTQ's codes as they are
 
 
 def calibration_texts() -> list[str]:
@@ -100,15 +101,16 @@ def gptq_row(name, config, tok, texts, calibration, args) -> dict:
 
         reloaded = AutoModelForCausalLM.from_pretrained(dest).eval()
         row["reloaded_ppl"] = perplexity(reloaded, tok, texts, max_length=args.max_length, batch_size=4)
-    return row
+    shutil.rmtree(dest)
+    return row, model
 
 
-def gguf_row(qtype, teacher, tok, texts, args) -> dict:
+def gguf_row(qtype, source, tok, texts, args, label="") -> dict:
     from transformers import AutoModelForCausalLM
 
-    path = export_gguf(teacher, tok, OUT / f"smollm2-{qtype.lower()}.gguf", qtype, tokenizer_gguf=assets.smollm2_gguf())
+    path = export_gguf(source, tok, OUT / f"smollm2-{qtype.lower()}.gguf", qtype, tokenizer_gguf=assets.smollm2_gguf())
     model = AutoModelForCausalLM.from_pretrained(path.parent, gguf_file=path.name, dtype=torch.float32).eval()
-    row = measure(f"GGUF {qtype}", model, tok, texts, args, linear_bytes=gguf_linear_bytes(path),
+    row = measure(f"GGUF {qtype}{label}", model, tok, texts, args, linear_bytes=gguf_linear_bytes(path),
                   file_bytes=path.stat().st_size)
     row["reloaded_ppl"] = row["ppl"]
     path.unlink()
@@ -132,12 +134,12 @@ def goals(rows: list[dict]) -> list[str]:
     base, lines = rows[0], []
     for r in rows:
         ratio, delta = base["linear_bytes"] / r["linear_bytes"], 100 * (r["ppl"] / base["ppl"] - 1)
-        if r["variant"].startswith("gptq"):
+        if r["variant"].startswith(("gptq", "GGUF Q4_0 from")):
             ok = ratio >= 6 and delta <= 10
             lines.append(f"- goal calibrated 4-bit ({r['variant']}): {delta:+.2f}% perplexity (<= +10%), linear bytes "
-                         f"{ratio:.2f}x smaller (>= 6x): {'met' if ok else 'MISSED'}; group size {r['group_size']}, "
-                         f"GPTQ error below round-to-nearest on {r['below_rtn']}/{r['n_layers']} layers; "
-                         f"8-bit layers: {r['eight_bit'] or 'none'}")
+                         f"{ratio:.2f}x smaller (>= 6x): {'met' if ok else 'MISSED'}"
+                         + (f"; group size {r['group_size']}, GPTQ error below round-to-nearest on {r['below_rtn']}/"
+                            f"{r['n_layers']} layers; 8-bit layers: {r['eight_bit'] or 'none'}" if "group_size" in r else ""))
         if r["variant"] == "GGUF Q8_0":
             lines.append(f"- goal GGUF Q8_0: {delta:+.2f}% (<= +1%): {'met' if delta <= 1 else 'MISSED'}")
     return lines
@@ -149,7 +151,7 @@ def main() -> int:
     parser.add_argument("--max-length", type=int, default=256)
     parser.add_argument("--calib", type=int, default=16, help="calibration sequences")
     parser.add_argument("--seq-len", type=int, default=256, help="tokens per calibration sequence")
-    parser.add_argument("--variants", default="fp32,int8,nf4,gptq,gptq-awq,gptq-g32,q8_0,q4_0")
+    parser.add_argument("--variants", default="fp32,int8,nf4,gptq,gptq-awq,gptq-g32-sym,q8_0,q4_0")
     parser.add_argument("--gptq", default='{"sym": false, "act_order": true}', help="GPTQConfig options (JSON)")
     parser.add_argument("--no-reload", dest="reload", action="store_false")
     args = parser.parse_args()
@@ -167,14 +169,20 @@ def main() -> int:
         if name in wanted:
             model, _ = load_quantized_hf("smollm2", config)
             rows.append(measure(f"bnb {name}", model, tok, texts, args, linear_bytes=linear_bytes(model),
-                                file_bytes=sum(t.nbytes for t in model.state_dict().values())))
+                                file_bytes=weight_bytes(model)))
             del model
-    for name, extra in (("gptq", {}), ("gptq-awq", {"awq": True}), ("gptq-g32", {"group_size": 32})):
+    g32 = None
+    for name, extra in (("gptq", {}), ("gptq-awq", {"awq": True}), ("gptq-g32-sym", G32_SYM)):
         if name in wanted:
-            rows.append(gptq_row(name, GPTQConfig(**{**options, **extra}), tok, texts, calibration, args))
+            row, model = gptq_row(name, GPTQConfig(**{**options, **extra}), tok, texts, calibration, args)
+            rows.append(row)
+            g32 = model if name == "gptq-g32-sym" else None
+            del model
     for qtype in ("Q8_0", "Q4_0"):
         if qtype.lower() in wanted:
             rows.append(gguf_row(qtype, teacher, tok, texts, args))
+    if g32 is not None and "q4_0" in wanted:  # GPTQ's own codes in the Q4_0 file (exact_q4_0)
+        rows.append(gguf_row("Q4_0", g32, tok, texts, args, label=" from gptq-g32-sym"))
     settings = (f"Settings: {args.texts} held-out passages of {HELD_OUT} (~1200 chars, <= {args.max_length} tokens); "
                 f"calibration {args.calib} x {args.seq_len} tokens from the other plays; GPTQ options {options} "
                 f"(damp 0.01, fp16 scales); CPU {platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, "
@@ -183,8 +191,8 @@ def main() -> int:
              *goals(rows), "", "## Notes", "",
              "- The fp32 reference is the packaged SmolLM2-135M-Instruct Q4_1 GGUF dequantized to float32: 4-bit rows "
              "are quantized twice, and every delta is measured against that fp32 model, not the original bf16 release.",
-             "- bnb rows: file bytes = their state dict (bitsandbytes, not reloadable without it); fp32 file bytes = "
-             "its stored tensors (tied lm_head counted once), what save_pretrained writes.",
+             "- fp32 and bnb rows: file bytes = their stored tensors (tied lm_head counted once, quant state "
+             "included), what save_pretrained writes; GPTQ rows: the exported safetensors files.",
              "- GGUF rows: transformers' GGUF loader dequantizes the file to float32; Q4_0 files keep token_embd "
              "(= the tied output layer) at Q8_0, like the packaged GGUF; the linear bytes are the blocks' tensors.", ""]
     text = "\n".join(lines)

@@ -6,7 +6,8 @@ q/k rows permuted to its rotary layout, norms in F32), and quantize with the ggu
 quantizers (block of 32 values: Q8_0 = int8 + one fp16 scale, Q4_0 = 4-bit symmetric + one fp16
 scale). The token embedding is stored as Q8_0 in a Q4_0 file (the packaged SmolLM2 GGUF does the same;
 it doubles as the tied output layer). A model quantized by the `gptq` technique is written from its
-dequantized weights, so Q4_0 re-rounds GPTQ's grid onto llama.cpp's (symmetric g32 GPTQ maps exactly).
+dequantized weights (re-rounded to the file's type), except that a symmetric 4-bit group-32 GPTQ layer
+goes into a Q4_0 file as it is (`exact_q4_0`): llama.cpp then runs GPTQ's calibrated weights.
 
 Tokenizer metadata is copied from a GGUF file (the teacher's, `tokenizer_gguf`) when there is one,
 else built from the tokenizer (BPE tokenizers with tokenizer.json: tokens, types, merges).
@@ -66,6 +67,12 @@ def permute_rotary(w: torch.Tensor, n_head: int) -> torch.Tensor:
     return w.reshape(n_head, 2, w.shape[0] // n_head // 2, *w.shape[1:]).swapaxes(1, 2).reshape(w.shape)
 
 
+def _heads(gguf_name: str, config) -> int | None:
+    """Heads to permute the rows of a q/k projection by, None for every other tensor."""
+    part = gguf_name.split(".")[-2]
+    return {"attn_q": config.num_attention_heads, "attn_k": config.num_key_value_heads}.get(part)
+
+
 def gguf_tensors(model: nn.Module) -> dict[str, torch.Tensor]:
     """{GGUF tensor name: float32 tensor} for a Llama-architecture transformers model."""
     config = model.config
@@ -80,16 +87,38 @@ def gguf_tensors(model: nn.Module) -> dict[str, torch.Tensor]:
         out["output.weight"] = head
     for i in range(config.num_hidden_layers):
         for hf, gg in _BLOCK_NAMES.items():
-            w = state.pop(f"model.layers.{i}.{hf}.weight")
-            if gg == "attn_q":
-                w = permute_rotary(w, config.num_attention_heads)
-            elif gg == "attn_k":
-                w = permute_rotary(w, config.num_key_value_heads)
-            out[f"blk.{i}.{gg}.weight"] = w
+            name, w = f"blk.{i}.{gg}.weight", state.pop(f"model.layers.{i}.{hf}.weight")
+            heads = _heads(name, config)
+            out[name] = w if heads is None else permute_rotary(w, heads)
     leftover = [k for k in state if not k.endswith("rotary_emb.inv_freq")]
     if leftover:
         raise ValueError(f"GGUF llama layout has no place for {leftover[:5]} (biases or extra modules); "
                          "export this model as safetensors instead")
+    return out
+
+
+def exact_q4_0(model: nn.Module) -> dict[str, np.ndarray]:
+    """Q4_0 blocks written straight from the codes of symmetric 4-bit group-32 QuantLinears (gptq):
+    Q4_0 stores x = (q - 8) * d per 32 values, exactly our (code) * scale, so no second rounding.
+    Block layout (ggml block_q4_0): fp16 d, then 16 bytes with q[j] in the low and q[j + 16] in the
+    high nibble. Returns {GGUF tensor name: uint8 (out, in / 32 * 18)}."""
+    from compress.quantize.calibrated import QuantLinear
+
+    hf_to_gguf = {f"model.layers.{i}.{hf}": f"blk.{i}.{gg}.weight"
+                  for i in range(model.config.num_hidden_layers) for hf, gg in _BLOCK_NAMES.items()}
+    out = {}
+    for name, m in model.named_modules():
+        if not (isinstance(m, QuantLinear) and m.bits == 4 and m.sym and m.group_size == 32 and name in hf_to_gguf):
+            continue
+        gname = hf_to_gguf[name]
+        q, d = m.codes() + 8, m.weight_scale.to(torch.float16)                 # (out, in), (out, in / 32)
+        heads = _heads(gname, model.config)
+        if heads is not None:
+            q, d = permute_rotary(q, heads), permute_rotary(d, heads)
+        q = q.to(torch.uint8).reshape(q.shape[0], -1, 32)                       # (out, blocks, 32)
+        nibbles = q[..., :16] | (q[..., 16:] << 4)                              # (out, blocks, 16)
+        d_bytes = d.contiguous().view(torch.uint8).reshape(q.shape[0], -1, 2)   # (out, blocks, 2)
+        out[gname] = torch.cat([d_bytes, nibbles], -1).reshape(q.shape[0], -1).numpy()
     return out
 
 
@@ -136,8 +165,12 @@ def export_gguf(model: nn.Module | str | os.PathLike, tokenizer, path: str | os.
             copy_tokenizer_fields(writer, tokenizer_gguf)
         else:
             tokenizer_fields(writer, tokenizer)
+        exact = exact_q4_0(model) if qtype == "Q4_0" else {}
         for tname, tensor in tensors.items():
-            data, raw = _encode(tname, tensor, _tensor_type(tname, tensor, qtype))
+            if tname in exact:
+                data, raw = exact[tname], gguf.GGMLQuantizationType.Q4_0
+            else:
+                data, raw = _encode(tname, tensor, _tensor_type(tname, tensor, qtype))
             writer.add_tensor(tname, data, raw_dtype=raw)
         writer.write_header_to_file()
         writer.write_kv_data_to_file()

@@ -97,3 +97,23 @@ def test_bad_input(tokenizer, tmp_path):
     with pytest.raises(ValueError, match="GGUF export supports \\['llama'\\] models, got model_type 'gpt2'"):
         export_gguf(gpt2, tokenizer, tmp_path / "x.gguf", "F16")
     assert not list(tmp_path.iterdir())
+
+
+def test_symmetric_group32_gptq_goes_into_q4_0_without_second_rounding(tokenizer, tmp_path):
+    gguf = pytest.importorskip("gguf")
+    from compress.export.gguf import permute_rotary
+    from compress.quantize.calibrated import GPTQConfig, quantize_gptq
+
+    model = _tiny(len(tokenizer))
+    calibration = [torch.randint(0, 300, (1, 64), generator=torch.Generator().manual_seed(i)) for i in range(4)]
+    quantize_gptq(model, GPTQConfig(group_size=32, sym=True), calibration)
+    path = export_gguf(model, tokenizer, tmp_path / "q.gguf", "Q4_0")
+    tensors = {t.name: t for t in gguf.GGUFReader(path).tensors}
+    for gname, hf, heads in (("blk.0.attn_q.weight", "model.layers.0.self_attn.q_proj", 4),
+                             ("blk.1.ffn_down.weight", "model.layers.1.mlp.down_proj", None)):
+        t = tensors[gname]
+        assert t.tensor_type == gguf.GGMLQuantizationType.Q4_0
+        got = torch.from_numpy(gguf.quants.dequantize(t.data, t.tensor_type).copy())
+        want = model.get_submodule(hf).dequantized_weight()
+        want = want if heads is None else permute_rotary(want, heads)
+        assert torch.equal(got.reshape(want.shape), want)
