@@ -72,6 +72,11 @@ class GPTQConfig(CompressConfig):
             if isinstance(value, str) or not all(isinstance(s, str) and s for s in value):
                 raise ValueError(f"GPTQConfig.{name} must be a list of module names, got {value!r}")
             setattr(self, name, tuple(value))
+        if self.keep_8bit and not self.sym and self.bits != 8:
+            raise ValueError("GPTQConfig.keep_8bit needs sym=true: transformers 5.24 loads asymmetric compressed-tensors "
+                             "checkpoints only through its dequantize path, which reads every layer with one scheme, "
+                             f"so mixed 4/8-bit asymmetric exports reload wrong; got keep_8bit={list(self.keep_8bit)}, "
+                             "sym=false")
         if not isinstance(self.min_samples, int) or self.min_samples < 1:
             raise ValueError(f"GPTQConfig.min_samples must be an int >= 1, got {self.min_samples!r}")
 
@@ -293,8 +298,22 @@ def _quantize_linear(model, name, linear, hessian, config: GPTQConfig, bits: int
                                           act_order=config.act_order, damp=config.damp, mse=config.mse)
     _, rtn, _ = gptq.rtn_quantize(w, bits, group_size, sym=config.sym, mse=config.mse)
     _swap(model, name, QuantLinear.from_codes(codes, grid, group_size, config.sym, linear.bias))
-    return {"bits": bits, "gptq_error": gptq.reconstruction_error(w, deq, hessian),
-            "rtn_error": gptq.reconstruction_error(w, rtn, hessian)}
+    return {"bits": bits, "params": w.numel(), "gptq_error": gptq.reconstruction_error(w, deq, hessian),
+            "rtn_error": gptq.reconstruction_error(w, rtn, hessian),
+            "output_energy": gptq.reconstruction_error(w, torch.zeros_like(w), hessian)}  # ||W X||^2 / n
+
+
+def sensitive_layers(report: dict[str, dict], fraction: float) -> list[str]:
+    """Layers of a gptq_report with the largest relative error (GPTQ error / output energy), taken in that
+    order until they hold `fraction` of the quantized weights: candidates for keep_8bit."""
+    ranked = sorted(report, key=lambda n: -report[n]["gptq_error"] / max(report[n]["output_energy"], 1e-12))
+    total, picked, held = sum(v["params"] for v in report.values()), [], 0
+    for name in ranked:
+        if held + report[name]["params"] > fraction * total:
+            break
+        picked.append(name)
+        held += report[name]["params"]
+    return picked
 
 
 def _check_calibration(calibration: Any, config: GPTQConfig, model: nn.Module) -> None:
