@@ -167,7 +167,7 @@ def main() -> int:
     parser.add_argument("--calib", type=int, default=16, help="calibration sequences")
     parser.add_argument("--seq-len", type=int, default=256, help="tokens per calibration sequence")
     parser.add_argument("--variants", default="fp32,int8,nf4,gptq,gptq-awq,gptq-g32-sym,gptq-mixed,q8_0,q4_0")
-    parser.add_argument("--gptq", default='{"sym": false, "act_order": true}', help="GPTQConfig options (JSON)")
+    parser.add_argument("--gptq", default='{"sym": false, "act_order": true, "awq": false}', help="GPTQConfig options (JSON)")
     parser.add_argument("--no-reload", dest="reload", action="store_false")
     args = parser.parse_args()
     torch.set_num_threads(2)
@@ -221,7 +221,11 @@ def main() -> int:
              "- fp32 and bnb rows: file bytes = their stored tensors (tied lm_head counted once, quant state "
              "included), what save_pretrained writes; GPTQ rows: the exported safetensors files.",
              "- GGUF rows: transformers' GGUF loader dequantizes the file to float32; Q4_0 files keep token_embd "
-             "(= the tied output layer) at Q8_0, like the packaged GGUF; the linear bytes are the blocks' tensors.", ""]
+             "(= the tied output layer) at Q8_0, like the packaged GGUF; the linear bytes are the blocks' tensors. "
+             "The packaged GGUF's token_embd is Q8_0 already, so writing it as Q8_0 again is lossless.",
+             "- GGUF Q4_0 is llama.cpp's plain round-to-nearest (no importance matrix); 'GGUF Q4_0 from gptq-g32-sym' "
+             "holds the GPTQ codes themselves (compress.export.gguf.exact_q4_0), so llama.cpp runs calibrated weights.",
+             "- gptq-mixed (sensitive layers at 8 bits) runs only when no GPTQ row meets the goal.", ""]
     text = "\n".join(lines)
     print(text)
     RESULTS.write_text(text + "\n")
