@@ -107,7 +107,8 @@ PRUNERS: dict[str, PruneTechnique] = {}
 
 # The modules that register the built-in techniques; importing them fills the tables. A new technique
 # module adds itself here (one line), so `quantizer(name)` finds it without the caller importing it.
-QUANT_MODULES = ("compress.quantize.none", "compress.quantize.bnb", "compress.quantize.dynamic_int8")
+QUANT_MODULES = ("compress.quantize.none", "compress.quantize.bnb", "compress.quantize.dynamic_int8",
+                 "compress.quantize.calibrated")
 PRUNE_MODULES = ("compress.prune.api",)
 
 
