@@ -54,13 +54,14 @@ def _check_metadata(metadata: dict[str, Any] | None) -> dict[str, str]:
 def export_model(model: nn.Module, dest: str | os.PathLike, *, metadata: dict[str, Any] | None = None,
                  metrics: dict[str, Any] | None = None, lineage: list | None = None, reproduce: str | None = None,
                  tokenizer=None, sparse: bool = False, overwrite: bool = False,
-                 max_shard_size: str | int = "2GB") -> ExportResult:
+                 max_shard_size: str | int = "2GB", extra_files=None) -> ExportResult:
     """Export `model` to the folder `dest` (must not exist unless `overwrite`).
 
     metadata: str -> str written into every safetensors header and the card (recipe_hash, parent_sha256,
     technique parameters; non-str values are JSON-encoded), plus library versions. metrics / lineage /
     reproduce go into README.md. tokenizer: saved with HF models. sparse: pruned plain models stored
-    through compress.prune.sparse. max_shard_size: HF shard size."""
+    through compress.prune.sparse. max_shard_size: HF shard size. extra_files(folder): writes further files
+    (e.g. GGUF) from the saved layout into the export before the manifest, so they are verified too."""
     dest = Path(dest)
     meta = {**{f"version.{k}": v for k, v in library_versions().items()}, **_check_metadata(metadata)}
     if tokenizer is not None and not is_hf_model(model):
@@ -72,6 +73,8 @@ def export_model(model: nn.Module, dest: str | os.PathLike, *, metadata: dict[st
             fields = save_hf(model, tmp, metadata=meta, tokenizer=tokenizer, max_shard_size=max_shard_size)
         else:
             fields = save_plain(model, tmp, metadata=meta, sparse=sparse)
+        if extra_files is not None:
+            extra_files(tmp)
         (tmp / "README.md").write_text(render_card(
             name=dest.name, layout=fields["layout"], architecture=str(fields["architecture"]),
             quantized=fields["quantized"], sparse=fields["sparse"], metadata=meta, metrics=metrics,

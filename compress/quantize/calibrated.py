@@ -369,7 +369,7 @@ def _register() -> None:
     register_quantizer(QuantTechnique(
         name="gptq", config=GPTQConfig, apply=quantize_gptq, size=model_size, describe_layer=_describe,
         rebuild_layer=rebuild_layer, dequantize_layer=_dequantize_layer, needs_calibration=True,
-        module=__name__, description="GPTQ (Frantar et al. 2022): calibrated 4-bit group-wise weights, "
+        module=__name__, sources=("compress.quantize.gptq", "compress.quantize.awq"), description="GPTQ (Frantar et al. 2022): calibrated 4-bit group-wise weights, "
                                      "exported as compressed-tensors pack-quantized"))
 
 

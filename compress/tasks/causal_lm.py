@@ -74,11 +74,39 @@ class LLMPruneParams(PruneParams):
     """One-shot unstructured pruning rounds (no fine-tuning on this path)."""
 
 
+class CalibrationParams(Section):
+    """Calibration data for techniques that need it (gptq): corpus passages disjoint from the held-out ones."""
+
+    n_samples: int = Field(32, ge=1, description="calibration sequences")
+    seq_len: int = Field(256, ge=16, description="tokens per calibration sequence")
+
+
+class GGUFParams(Section):
+    """GGUF files (llama.cpp, Ollama) written into the exports of the named variants."""
+
+    types: list[Literal["F16", "Q8_0", "Q4_0"]] = Field(default_factory=list, description="GGUF types to write; "
+                                                         "Q4_0 of a symmetric group-32 gptq variant keeps its codes")
+    variants: list[str] = Field(default_factory=list, description="the variants (float or gptq) that get them")
+
+
 class CausalLMSections(Section):
     """The sections of `task: causal_lm`."""
 
     llm: LLMParams = Field(default_factory=LLMParams, description="teacher, corpus, generation and the student")
     prune: LLMPruneParams = Field(default_factory=LLMPruneParams, description="pruning of the distilled student")
+    calibration: CalibrationParams = Field(default_factory=CalibrationParams,
+                                           description="calibration data of calibrated techniques (gptq)")
+    gguf: GGUFParams = Field(default_factory=GGUFParams, description="GGUF files beside the safetensors exports")
+
+    @model_validator(mode="after")
+    def _gguf_variants_exist(self):
+        names = {v.name for v in getattr(getattr(self, "quantize", None), "variants", [])}
+        unknown = [n for n in self.gguf.variants if names and n not in names]
+        if unknown:
+            raise ValueError(f"gguf.variants names {unknown}, which quantize.variants lacks ({sorted(names)})")
+        if self.gguf.types and not self.gguf.variants:
+            raise ValueError("gguf.types is set but gguf.variants is empty; name the variants to write GGUF for")
+        return self
 
 
 @functools.lru_cache(maxsize=2)
@@ -124,9 +152,9 @@ class CausalLM:
         "teacher_data": ("compress.llm.generate", *_SHARED),
         "distill": ("compress.llm.distill", "compress.llm.student", *_SHARED),
         "prune": ("compress.prune", *_SHARED),
-        "quantize": _SHARED,
+        "quantize": ("compress.llm.corpus", "compress.assets", *_SHARED),
         "evaluate": _SHARED,
-        "export": _SHARED,
+        "export": ("compress.llm.corpus", "compress.assets", *_SHARED),
     }
 
     def stage_params(self, stage: str, recipe) -> dict[str, Any]:
@@ -139,8 +167,10 @@ class CausalLM:
             return {**p.model_dump(), **seed}
         if stage == "prune":
             return {**recipe.prune.model_dump(), **seed, "llm": p.model_dump()}
-        if stage in ("quantize", "export"):
-            return {}
+        if stage == "quantize":
+            return {"calibration": recipe.calibration.model_dump()}
+        if stage == "export":
+            return {"calibration": recipe.calibration.model_dump(), "gguf": recipe.gguf.model_dump()}
         if stage == "evaluate":
             return {**recipe.evaluate.model_dump(), "max_length": p.max_length}
         raise KeyError(f"unknown stage {stage!r}")
@@ -219,19 +249,43 @@ class CausalLM:
             calibration = self.calibration(recipe, tokenizer, dataset) if technique.needs_calibration else None
             model = technique.apply(model, config, calibration)
         meta = {"variant": variant.name, "technique": variant.technique}
+        extra = None
         if metrics is not None:
             meta |= {"recipe": recipe.name, "recipe_hash": recipe.build_hash()}
+            if variant.name in recipe.gguf.variants and recipe.gguf.types:
+                extra = self._gguf_writer(recipe, variant, tokenizer)
         result = export_model(model, dest, metadata=meta, metrics=metrics or {}, lineage=lineage or [],
                               tokenizer=tokenizer, reproduce=f"shrinkwrap run recipe.yaml  # recipe {recipe.name!r}",
-                              overwrite=overwrite)
+                              overwrite=overwrite, extra_files=extra)
         return Path(result.path)
 
+    def _gguf_writer(self, recipe, variant, tokenizer):
+        """Writes `<variant>-<type>.gguf` from the saved HF layout (tokenizer fields from the teacher's GGUF
+        when the teacher is the packaged SmolLM2)."""
+        from compress import assets
+        from compress.export.gguf import export_gguf
+
+        teacher_gguf = assets.smollm2_gguf() if recipe.llm.teacher == "smollm2" else None
+
+        def write(folder: Path) -> None:
+            for qtype in recipe.gguf.types:
+                export_gguf(folder, tokenizer, folder / f"{variant.name}-{qtype}.gguf", qtype,
+                            tokenizer_gguf=teacher_gguf, name=f"{recipe.name}-{variant.name}")
+        return write
+
     def calibration(self, recipe, tokenizer, dataset: Path | None) -> list:
-        """Token-id tensors (1, T) of the prompts, for techniques that need calibration data."""
-        if dataset is None:
-            raise ValueError("a calibrated technique needs the dataset's prompts as calibration data")
-        return [tokenizer(text, return_tensors="pt", truncation=True, max_length=recipe.llm.max_length)["input_ids"]
-                for text in _texts(dataset)["prompts"]]
+        """`calibration.n_samples` token windows of `calibration.seq_len` from corpus passages that the
+        held-out set does not contain (other seed), for techniques that need calibration data."""
+        from compress.llm.corpus import SOURCES, corpus_passages
+        from compress.quantize.calibrated import calibration_batches
+
+        c, corpus = recipe.calibration, recipe.llm.corpus
+        texts = _texts(dataset)["prompts"] if dataset is not None else []
+        if corpus in SOURCES:
+            heldout = set(_texts(dataset)["heldout"]) if dataset is not None else set()
+            passages = corpus_passages(corpus, 4 * c.n_samples, seed=recipe.seed + 20_000)
+            texts = [p for p in passages if p not in heldout] + texts
+        return calibration_batches(tokenizer, texts, c.n_samples, c.seq_len)
 
     def quantize(self, recipe, variant, checkpoint: Path, dataset: Path, workdir: Path) -> Output:
         path = self._write_export(recipe, variant, checkpoint, workdir / variant.name, dataset)

@@ -117,3 +117,46 @@ def test_a_field_another_task_uses_is_refused():
     with pytest.raises(RecipeError, match="options.thresold: unknown field"):  # typed variant options
         Recipe.from_dict({"name": "m", "quantize": {"variants": [
             {"name": "q", "technique": "int8", "options": {"thresold": 1}}]}})
+
+
+@pytest.mark.slow
+def test_causal_lm_gptq_variant_and_gguf_files(tmp_path, tokenizer, make_tiny):
+    """A calibrated technique gets corpus calibration windows from its task, and the recipe's gguf section
+    writes GGUF files into the named variant's export, covered by its manifest, that transformers reads."""
+    from transformers import AutoModelForCausalLM
+
+    teacher_dir = tmp_path / "teacher-model"
+    make_tiny(layers=2, hidden=32).save_pretrained(teacher_dir)
+    tokenizer.save_pretrained(teacher_dir)
+    recipe = Recipe.model_validate({
+        "name": "tiny-gptq", "task": "causal_lm",
+        "llm": {"teacher": str(teacher_dir), "n_prompts": 4, "n_heldout": 2, "max_new_tokens": 6,
+                "gen_batch_size": 4, "student_layers": 1, "steps": 1, "batch_size": 2, "max_length": 48},
+        "prune": {"enabled": False}, "calibration": {"n_samples": 4, "seq_len": 64},
+        "gguf": {"types": ["Q8_0"], "variants": ["fp32"]},
+        "quantize": {"variants": [{"name": "fp32", "technique": "none"},
+                                  {"name": "w4", "technique": "gptq", "options": {"group_size": 32, "awq": False}}]},
+        "export": {"sparse": False}})
+    task = get_task("causal_lm")
+    for folder in ("d", "t", "td", "s", "q", "x"):
+        (tmp_path / folder).mkdir()
+    data = task.dataset(recipe, tmp_path / "d").path
+    teacher = task.teacher(recipe, data, tmp_path / "t").path
+    td = task.teacher_data(recipe, data, teacher, tmp_path / "td").path
+    student = task.distill(recipe, data, td, teacher, tmp_path / "s").path
+    w4 = recipe.quantize.variants[1]
+    q = task.quantize(recipe, w4, student, data, tmp_path / "q")
+    assert "compressed-tensors" in (q.path / "config.json").read_text()
+    metrics = task.evaluate(recipe, q.path, data, teacher)
+    assert metrics["perplexity"] > 1
+    fp32 = recipe.quantize.variants[0]
+    dest = task.export(recipe, fp32, student, tmp_path / "x" / "fp32", metrics={}, lineage=[], dataset=data)
+    manifest = verify_export(dest)
+    assert "fp32-Q8_0.gguf" in manifest["files"]
+    loaded = AutoModelForCausalLM.from_pretrained(dest, gguf_file="fp32-Q8_0.gguf")
+    assert loaded.config.num_hidden_layers == 1
+
+    from flows.recipe import RecipeError
+
+    with pytest.raises(RecipeError, match="gguf.variants names"):
+        Recipe.from_dict({**recipe.model_dump(mode="json"), "gguf": {"types": ["F16"], "variants": ["nope"]}})
