@@ -62,7 +62,7 @@ def dots_markup(dots: list[tuple], href: str, x_name: str, y_name: str) -> Marku
     from screen readers (the versions table is their accessible form)."""
     href, xn, yn = escape(href), escape(x_name), escape(y_name)
     parts = []
-    for cx, cy, v, on, x, y in dots:
+    for cx, cy, v, on, x, y in sorted(dots, key=lambda d: d[3]):  # front last: drawn on top
         if on:
             parts.append(f'<a href="{href}{v}" class="pt front" aria-label="version {v}: {xn} {fmt(x)}, '
                          f'{yn} {fmt(y)}"><circle cx="{cx}" cy="{cy}" r="6"/></a>')

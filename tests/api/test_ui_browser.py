@@ -86,7 +86,9 @@ def page(browser, server):
 def login(pg, server, scope: str = "admin") -> None:
     pg.goto(server["base"] + "/ui")
     assert "/ui/login" in pg.url  # not logged in: sent to the login form
-    pg.keyboard.type(server[scope])  # the token field has focus (autofocus): keyboard only
+    pg.wait_for_function("document.activeElement && document.activeElement.id === 'token'")  # autofocus
+    pg.keyboard.type(server[scope])  # keyboard only
+    assert pg.input_value("#token") == server[scope]
     with pg.expect_navigation():
         pg.keyboard.press("Enter")
     if pg.url != server["base"] + "/ui":
