@@ -7,8 +7,10 @@ Two ways to execute runs:
   with this checkout executes them with `prefect worker start --pool NAME` (docker-compose.yml does this).
 
 Without PREFECT_API_URL, `serve` starts a Prefect server (`prefect server start`, state under
-PREFECT_HOME, analytics off) and points itself and the API at it, because the API must reach the same
-server the runner polls. Parameter sweeps can run their tasks on Dask: set SHRINKWRAP_TASK_RUNNER=dask
+PREFECT_HOME) and points itself and the API at it, because the API must reach the same server the runner
+polls. The server serves the Prefect dashboard (the recipe form of "compress-model/default", runs, the
+schedules) at the printed URL unless `--no-ui`; it works offline: analytics, telemetry and promotional
+content are off (OFFLINE_ENV), so the browser talks to the loopback server only. Parameter sweeps can run their tasks on Dask: set SHRINKWRAP_TASK_RUNNER=dask
 (needs the optional `prefect-dask` package).
 
 schedules.yaml:
@@ -174,11 +176,32 @@ def wait_healthy(url: str, timeout_s: float = 120, proc: subprocess.Popen | None
     raise TimeoutError(f"{url} did not become healthy within {timeout_s:.0f} s")
 
 
-def start_prefect_server(port: int = PREFECT_PORT) -> subprocess.Popen:
-    """`prefect server start` as a child process; sets PREFECT_API_URL for us and our children."""
-    env = {**os.environ, "PREFECT_SERVER_ANALYTICS_ENABLED": "false", "PREFECT_UI_ENABLED": "false"}
+# No request leaves the machine: server analytics, client telemetry and the UI's promotional banners are
+# off, and the dashboard opens on the V1 UI: Prefect 3.8's V2 UI initialises Amplitude on every load, which
+# fetches its remote config from sr-client-cfg.amplitude.com whatever the analytics setting says.
+OFFLINE_ENV = {"PREFECT_SERVER_ANALYTICS_ENABLED": "false", "PREFECT_SERVER_UI_SHOW_PROMOTIONAL_CONTENT": "false",
+               "PREFECT_SERVER_UI_V2_ENABLED": "false", "DO_NOT_TRACK": "1"}
+
+
+def server_env(port: int, *, ui: bool = True, base: dict[str, str] | None = None) -> dict[str, str]:
+    """The environment of `prefect server start` on 127.0.0.1:`port`, dashboard on or off."""
+    env = {**(os.environ if base is None else base), **OFFLINE_ENV, "PREFECT_UI_ENABLED": str(ui).lower()}
+    if ui:  # the dashboard calls the API at this address from the browser: the loopback server itself
+        env["PREFECT_UI_API_URL"] = f"http://127.0.0.1:{port}/api"
+    return env
+
+
+def dashboard_url(api_url: str | None = None) -> str:
+    """The Prefect dashboard of the server at `api_url` (default PREFECT_API_URL): the API URL less `/api`."""
+    api_url = api_url or os.environ.get("PREFECT_API_URL", "")
+    return api_url.removesuffix("/").removesuffix("/api") + "/"
+
+
+def start_prefect_server(port: int = PREFECT_PORT, *, ui: bool = True) -> subprocess.Popen:
+    """`prefect server start` as a child process, with the dashboard unless `ui=False`; sets
+    PREFECT_API_URL for us and our children."""
     proc = subprocess.Popen([sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1",
-                             "--port", str(port)], env=env)
+                             "--port", str(port)], env=server_env(port, ui=ui))
     url = f"http://127.0.0.1:{port}/api"
     wait_healthy(url, proc=proc)
     os.environ["PREFECT_API_URL"] = url
@@ -208,8 +231,9 @@ def _serve_deployments(schedules, schedules_path: str | None, pool: str | None, 
 
 
 def serve(*, schedules_path: str | None = None, api: bool = True, host: str = "127.0.0.1", port: int = 8000,
-          pool: str | None = None) -> int:
-    """Blocking: serve (or register on `pool`) the deployments, run the API; Ctrl-C stops everything."""
+          pool: str | None = None, ui: bool = True) -> int:
+    """Blocking: serve (or register on `pool`) the deployments, run the API; Ctrl-C stops everything.
+    `ui=False` starts our Prefect server without its dashboard (no effect on a server at PREFECT_API_URL)."""
     from flows.commands import ensure_schema
 
     try:
@@ -222,8 +246,13 @@ def serve(*, schedules_path: str | None = None, api: bool = True, host: str = "1
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # `docker stop` / kill: stop the children too
     try:
         if not os.environ.get("PREFECT_API_URL"):
-            children.append(start_prefect_server())
+            children.append(start_prefect_server(ui=ui))
             print(f"Prefect server at {os.environ['PREFECT_API_URL']}")
+            if ui:
+                print(f"Prefect dashboard at {dashboard_url()} (start runs: Deployments > {DEPLOYMENT_NAME})",
+                      flush=True)
+        elif ui:
+            print(f"Prefect dashboard (if that server serves one) at {dashboard_url()}", flush=True)
         if api:
             children.append(start_api(host, port))
             print(f"API at http://{host}:{port} (docs at /docs)")
