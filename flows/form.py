@@ -12,7 +12,7 @@ error names `task`'s member and the field (`causal_lm.llm.steps: ...`).
     @flow
     def compress_model(recipe: Recipe): ...
 
-Checked in a browser (bench/out/ui/x-union-anyof2-form.png): one form per task, switched by buttons.
+Checked in a browser on Prefect 3.8.8: one form per task, switched by buttons labelled with member titles.
 Give each member a `title` (model_config title=...) to label its button, e.g. "image_classification".
 """
 
