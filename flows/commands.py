@@ -43,6 +43,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("serve", help="serve the compression deployment + schedules.yaml, and the API")
     p.add_argument("--schedules", default=None, help="schedules file (default: schedules.yaml next to recipes/)")
     p.add_argument("--no-api", action="store_true", help="do not start the admin API")
+    p.add_argument("--no-ui", action="store_true", help="start the Prefect server without its dashboard")
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=8000)
     p.add_argument("--pool", default=None, help="register the deployments on this Prefect process work pool "
@@ -245,4 +246,5 @@ def _lineage_lines(lineage: dict) -> list[str]:
 def cmd_serve(args) -> int:
     from flows.deploy import serve
 
-    return serve(schedules_path=args.schedules, api=not args.no_api, host=args.host, port=args.port, pool=args.pool)
+    return serve(schedules_path=args.schedules, api=not args.no_api, host=args.host, port=args.port, pool=args.pool,
+                 ui=not args.no_ui)

@@ -7,8 +7,10 @@ Two ways to execute runs:
   with this checkout executes them with `prefect worker start --pool NAME` (docker-compose.yml does this).
 
 Without PREFECT_API_URL, `serve` starts a Prefect server (`prefect server start`, state under
-PREFECT_HOME, analytics off) and points itself and the API at it, because the API must reach the same
-server the runner polls. Parameter sweeps can run their tasks on Dask: set SHRINKWRAP_TASK_RUNNER=dask
+PREFECT_HOME) and points itself and the API at it, because the API must reach the same server the runner
+polls. The server serves the Prefect dashboard (the recipe form of the compression deployment, runs, the
+schedules) at the printed URL unless `--no-ui`; it works offline: analytics, telemetry and promotional
+content are off (OFFLINE_ENV), so the browser talks to the loopback server only. Parameter sweeps can run their tasks on Dask: set SHRINKWRAP_TASK_RUNNER=dask
 (needs the optional `prefect-dask` package).
 
 schedules.yaml:
@@ -41,7 +43,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from flows.cache import ROOT
-from flows.local_server import start_prefect_server, wait_healthy
+from flows.local_server import dashboard_url, start_prefect_server, wait_healthy
 from flows.recipe import Recipe, RecipeError, format_errors
 from registry.config import DEPLOYMENT_NAME  # one home, shared with api/
 
@@ -177,8 +179,9 @@ def _serve_deployments(schedules, schedules_path: str | None, pool: str | None, 
 
 
 def serve(*, schedules_path: str | None = None, api: bool = True, host: str = "127.0.0.1", port: int = 8000,
-          pool: str | None = None) -> int:
-    """Blocking: serve (or register on `pool`) the deployments, run the API; Ctrl-C stops everything."""
+          pool: str | None = None, ui: bool = True) -> int:
+    """Blocking: serve (or register on `pool`) the deployments, run the API; Ctrl-C stops everything.
+    `ui=False` starts our Prefect server without its dashboard (no effect on a server at PREFECT_API_URL)."""
     from registry.session import ensure_schema
 
     try:
@@ -191,8 +194,13 @@ def serve(*, schedules_path: str | None = None, api: bool = True, host: str = "1
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # `docker stop` / kill: stop the children too
     try:
         if not os.environ.get("PREFECT_API_URL"):
-            children.append(start_prefect_server())
+            children.append(start_prefect_server(ui=ui))
             print(f"Prefect server at {os.environ['PREFECT_API_URL']}")
+            if ui:
+                print(f"Prefect dashboard at {dashboard_url()} (start runs: Deployments > {DEPLOYMENT_NAME})",
+                      flush=True)
+        elif ui:
+            print(f"Prefect dashboard (if that server serves one) at {dashboard_url()}", flush=True)
         if api:
             children.append(start_api(host, port))
             print(f"API at http://{host}:{port} (docs at /docs)")

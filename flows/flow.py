@@ -26,6 +26,7 @@ from compress.export import library_versions
 from compress.tasks import get_task
 from flows import stages
 from flows.cache import ROOT
+from flows.links import link_flow_run
 from flows.recipe import AnyRecipe
 from flows.record import skip_stage
 from registry import repository as repo
@@ -157,6 +158,7 @@ def compress_model(recipe: AnyRecipe) -> dict[str, Any]:
     from flows.summary import publish_summary
 
     run_id = open_run(recipe)
+    link_flow_run(run_id)  # registry run <-> Prefect flow run, before any stage can fail
     dataset_id = stages.dataset_stage(run_id, recipe)["artifacts"]["dataset"]
     teacher_id = _artifact(_stage("teacher", recipe, run_id, stages.teacher_stage, dataset_id), "teacher")
     soft_id = _artifact(_stage("teacher_data", recipe, run_id, stages.teacher_data_stage, dataset_id, teacher_id),

@@ -89,11 +89,32 @@ def wait_healthy(url: str, timeout_s: float = 120, proc: subprocess.Popen | None
     raise TimeoutError(f"{url} did not become healthy within {timeout_s:.0f} s")
 
 
-def start_prefect_server(port: int = DEFAULT_PORT) -> subprocess.Popen:
-    """`prefect server start` as a child process; sets PREFECT_API_URL for us and our children."""
-    env = {**os.environ, "PREFECT_SERVER_ANALYTICS_ENABLED": "false", "PREFECT_UI_ENABLED": "false"}
+# No request leaves the machine: server analytics, client telemetry and the UI's promotional banners are
+# off, and the dashboard opens on the V1 UI: Prefect 3.8's V2 UI initialises Amplitude on every load, which
+# fetches its remote config from sr-client-cfg.amplitude.com whatever the analytics setting says.
+OFFLINE_ENV = {"PREFECT_SERVER_ANALYTICS_ENABLED": "false", "PREFECT_SERVER_UI_SHOW_PROMOTIONAL_CONTENT": "false",
+               "PREFECT_SERVER_UI_V2_ENABLED": "false", "DO_NOT_TRACK": "1"}
+
+
+def server_env(port: int, *, ui: bool = True, base: dict[str, str] | None = None) -> dict[str, str]:
+    """The environment of `prefect server start` on 127.0.0.1:`port`, dashboard on or off."""
+    env = {**(os.environ if base is None else base), **OFFLINE_ENV, "PREFECT_UI_ENABLED": str(ui).lower()}
+    if ui:  # the dashboard calls the API at this address from the browser: the loopback server itself
+        env["PREFECT_UI_API_URL"] = f"http://127.0.0.1:{port}/api"
+    return env
+
+
+def dashboard_url(api_url: str | None = None) -> str:
+    """The Prefect dashboard of the server at `api_url` (default PREFECT_API_URL): the API URL less `/api`."""
+    api_url = api_url or os.environ.get("PREFECT_API_URL", "")
+    return api_url.removesuffix("/").removesuffix("/api") + "/"
+
+
+def start_prefect_server(port: int = DEFAULT_PORT, *, ui: bool = True) -> subprocess.Popen:
+    """`prefect server start` as a child process, with the dashboard unless `ui=False`; sets
+    PREFECT_API_URL for us and our children."""
     proc = subprocess.Popen([sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1",
-                             "--port", str(port)], env=env)
+                             "--port", str(port)], env=server_env(port, ui=ui))
     url = f"http://127.0.0.1:{port}/api"
     wait_healthy(url, proc=proc)
     os.environ["PREFECT_API_URL"] = url

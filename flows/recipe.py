@@ -28,6 +28,7 @@ from pydantic import Discriminator, Field, Tag, TypeAdapter, ValidationError, cr
 
 from compress.tasks import Section, load_tasks
 from compress.techniques import QUANTIZERS, load_all
+from flows.form import FormUnion
 from registry.repository.gates import Gate
 from registry.repository.runs import recipe_hash as registry_recipe_hash
 
@@ -156,8 +157,14 @@ def _recipe_model(task):
                         task=(Literal[task.name], Field(task.name, description="the kind of model (compress/tasks/)")))
 
 
+def _titled(model, title: str):
+    model.model_config["title"] = title  # the button that picks this task's form in the Prefect UI
+    model.model_rebuild(force=True)
+    return model
+
+
 DEFAULT_TASK = "classification"
-RECIPE_MODELS = {name: _recipe_model(task) for name, task in sorted(load_tasks().items())}
+RECIPE_MODELS = {name: _titled(_recipe_model(task), name) for name, task in sorted(load_tasks().items())}
 
 
 def _task_of(value: Any) -> str:
@@ -167,7 +174,7 @@ def _task_of(value: Any) -> str:
 
 
 AnyRecipe = Annotated[Union[tuple(Annotated[m, Tag(n)] for n, m in RECIPE_MODELS.items())],  # noqa: UP007
-                      Discriminator(_task_of)]
+                      Discriminator(_task_of), FormUnion()]  # FormUnion: one form per task in the Prefect UI
 _RECIPE = TypeAdapter(AnyRecipe)
 
 

@@ -147,6 +147,8 @@ class PipelineRun(Base):
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     flow_run_id: Mapped[str | None] = mapped_column(String(64), index=True)
+    flow_run_name: Mapped[str | None] = mapped_column(String(200))  # Prefect's run name, e.g. omega275-fangorn
+    flow_run_url: Mapped[str | None] = mapped_column(String(1024))  # the flow run's page in the Prefect UI
     recipe: Mapped[dict[str, Any]]
     recipe_hash: Mapped[str] = mapped_column(String(64), index=True)
     status: Mapped[str] = mapped_column(String(16), default="pending", index=True)

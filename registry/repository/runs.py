@@ -61,6 +61,18 @@ def get_run_by_flow_run_id(session: Session, *, flow_run_id: str) -> PipelineRun
     return run
 
 
+def link_flow_run(session: Session, *, run_id: int, flow_run_id: str, name: str | None = None,
+                  url: str | None = None) -> PipelineRun:
+    """Record the Prefect flow run that executes this run: its id, name and UI page."""
+    run = get_run(session, run_id=run_id)
+    if run.flow_run_id and run.flow_run_id != str(flow_run_id):
+        raise InvalidState(f"pipeline run {run_id} belongs to flow run {run.flow_run_id}, not {flow_run_id}; "
+                           "a registry run is executed by one flow run (start a new run instead)")
+    run.flow_run_id, run.flow_run_name, run.flow_run_url = str(flow_run_id), name, url
+    session.flush()
+    return run
+
+
 def list_runs(session: Session, *, status: str | None = None, limit: int = 100,
               offset: int = 0) -> tuple[list[PipelineRun], int]:
     """Newest first."""

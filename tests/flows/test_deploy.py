@@ -5,10 +5,13 @@ server from the deployment's schedule, executed by a Runner) that records fresh 
 from __future__ import annotations
 
 import asyncio
+from typing import Annotated, Literal
 
 import pytest
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
 from flows.deploy import DEFAULT_SCHEDULES, DEPLOYMENT_NAME, ScheduleEntry, build_deployments, load_schedules
+from flows.form import FormUnion
 from flows.recipe import RecipeError
 from registry import repository as repo
 from registry.session import session_scope
@@ -72,3 +75,72 @@ def test_scheduled_deployment_produces_a_run(first_run, monkeypatch):
         version = repo.get_version_by_alias(s, model_name="mnist-test", alias="staging")
         fresh = [m for m in repo.list_metrics(s, version_id=version.id) if m.stage == "reevaluate"]
     assert {m.name for m in fresh} >= {"accuracy", "file_bytes"}
+
+
+def test_pausing_a_schedule_stops_it(prefect):
+    """What the dashboard's schedule toggle sends (PATCH /deployments/{id}/schedules/{sid} active=false):
+    the runs already scheduled from it are removed and the scheduler makes none until it is resumed."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import (
+        DeploymentFilter,
+        DeploymentFilterId,
+        FlowRunFilter,
+        FlowRunFilterState,
+        FlowRunFilterStateType,
+    )
+    from prefect.client.schemas.objects import StateType
+
+    entry = ScheduleEntry(name="test-pause", flow="reevaluate", cron="*/5 * * * *", parameters={"model": "m"})
+    deployment_id = build_deployments([entry])[1].apply()
+    only_scheduled = FlowRunFilter(state=FlowRunFilterState(type=FlowRunFilterStateType(any_=[StateType.SCHEDULED])))
+    of_deployment = DeploymentFilter(id=DeploymentFilterId(any_=[deployment_id]))
+
+    with get_client(sync_client=True) as client:
+        def schedule_runs() -> int:
+            """What the server's scheduler loop does for this deployment; returns the runs now scheduled."""
+            client._client.post(f"/deployments/{deployment_id}/schedule", json={"max_runs": 3}).raise_for_status()
+            return len(client.read_flow_runs(flow_run_filter=only_scheduled, deployment_filter=of_deployment))
+
+        schedule = client.read_deployment(deployment_id).schedules[0]
+        assert schedule.schedule.cron == "*/5 * * * *" and schedule.active
+        assert schedule_runs() == 3
+        client.update_deployment_schedule(deployment_id, schedule.id, active=False)
+        assert client.read_deployment(deployment_id).schedules[0].active is False
+        assert schedule_runs() == 0
+        client.update_deployment_schedule(deployment_id, schedule.id, active=True)
+        assert schedule_runs() == 3
+
+
+
+class _ClsRecipe(BaseModel):  # module level: `from __future__ import annotations` resolves names here
+    model_config = ConfigDict(extra="forbid", title="image_classification")
+    task: Literal["image_classification"] = "image_classification"
+    p: float = Field(0.5, description="PQ Index p")
+
+
+class _LMRecipe(BaseModel):
+    model_config = ConfigDict(extra="forbid", title="causal_lm")
+    task: Literal["causal_lm"] = "causal_lm"
+    steps: int = Field(50, description="distillation steps")
+
+
+UnionRecipe = Annotated[_ClsRecipe | _LMRecipe, Field(discriminator="task"), FormUnion()]
+
+
+def test_form_union_renders_as_any_of_and_still_validates_by_tag():
+    """The recipe union after the architecture change: Prefect's parameter schema must use anyOf (the
+    dashboard renders it as a form per task; oneOf + discriminator falls back to a JSON editor)."""
+    from prefect import flow
+    from prefect.utilities.callables import parameter_schema
+
+    @flow
+    def toy(recipe: UnionRecipe) -> None: ...
+
+    schema = parameter_schema(toy).model_dump()
+    recipe = schema["properties"]["recipe"]
+    assert "oneOf" not in recipe and "discriminator" not in recipe
+    assert [m["$ref"].rsplit("/", 1)[1] for m in recipe["anyOf"]] == ["_ClsRecipe", "_LMRecipe"]
+    assert schema["definitions"]["_LMRecipe"]["properties"]["steps"]["description"] == "distillation steps"
+    assert isinstance(TypeAdapter(UnionRecipe).validate_python({"task": "causal_lm"}), _LMRecipe)
+    with pytest.raises(ValidationError, match=r"causal_lm\.p"):  # the tag picks the member; the field is named
+        TypeAdapter(UnionRecipe).validate_python({"task": "causal_lm", "p": 0.4})

@@ -51,6 +51,9 @@ def stack(tmp_path):
 
 def test_post_runs_executes_on_the_worker_and_registers_versions(stack):
     env, api = stack
+    dashboard = env["PREFECT_API_URL"].removesuffix("api")  # the Prefect dashboard is on by default
+    page = httpx.get(dashboard, follow_redirects=True, timeout=30)
+    assert page.status_code == 200 and "<html" in page.text.lower(), page.text[:200]
     token = subprocess.run([str(ROOT / ".venv" / "bin" / "python"), "-m", "shrinkwrap", "token", "create",
                             "--scope", "admin"], env=env, capture_output=True, text=True, check=True).stdout.strip()
     headers = {"Authorization": f"Bearer {token}"}
