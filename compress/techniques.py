@@ -104,7 +104,7 @@ PRUNERS: dict[str, PruneTechnique] = {}
 # The modules that register the built-in techniques; importing them fills the tables. A new technique
 # module adds itself here (one line), so `quantizer(name)` finds it without the caller importing it.
 QUANT_MODULES = ("compress.quantize.none", "compress.quantize.bnb")
-PRUNE_MODULES = ("compress.prune.api",)
+PRUNE_MODULES = ("compress.prune.api", "compress.prune.structured_llm")
 
 
 def register_quantizer(technique: QuantTechnique) -> QuantTechnique:
