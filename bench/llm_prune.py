@@ -211,6 +211,29 @@ def _delta(ppl, teacher) -> str:
     return f"{ppl:,.0f} ({ratio:,.0f}x teacher)" if ratio >= 10 else f"{ppl:,.1f} ({(ratio - 1) * 100:+,.0f}%)"
 
 
+NOTES = """
+Notes (2026-11-29, 2 CPU cores shared by 8 agents, no GPU lent to this task; timings are noisy: other agents'
+unlocked processes ran beside the locked ones, load average 3-17):
+- Importance matters more than anything else. Activation importance here is the norm of each channel's
+  contribution to the residual stream, ||a_j|| * ||W_down[:, j]||, over 16 calibration passages; the issue's
+  trial with mean |activation| alone lost +76% at 10% of MLP channels (8% of parameters), this loses +14% at 10%
+  of parameters (13% of channels). Weight magnitude is useless on this model (hundreds to thousands of times the
+  teacher's perplexity), and so is cutting depth naively (first 23 of 30 layers: 45 million).
+- The PQI per-layer split is worse than uniform: SAP reads a layer whose importance sits in a few massive-
+  activation channels as very sparse and strips it (at 25%, layers 11, 28 and 29 keep one channel each), and
+  those layers are critical. LlamaConfig holds one intermediate_size, so the split is padded back with zero
+  channels: 'stored' params and bytes stay near the widest layer.
+- Recovery with the stored top-16 teacher logits renormalised over those 16 ids (kd_loss_topk, lr 2e-4) made
+  perplexity worse (10%: 98 -> 147; 25%: 150 -> 151) while its own loss fell. Likely cause (not isolated from
+  the learning rate): the target puts all mass on 16 ids, so the student learns to starve the tail, which
+  held-out text punishes. The same loss drives the causal-LM recipe's distillation today.
+- Width pruning did not speed up batch-1 decode on CPU here (0.83x-1.09x, within the noise); likely a decode
+  step of SmolLM2-135M is bound by the per-op overhead of 30 layers and the 49k x 576 LM head rather than by the
+  MLP width. Prefill, which is matmul-bound, got faster (1.2x-1.4x, one 40% sample hit by contention); files
+  shrink with the parameters.
+"""
+
+
 def write_report(results: dict, path: Path, plot: Path) -> None:
     teacher = results["teacher"]
     t_ppl, t_params = teacher["perplexity"], teacher["params"]
@@ -238,7 +261,7 @@ def write_report(results: dict, path: Path, plot: Path) -> None:
                          f"{v['decode_tok_s']:.1f} | {v['decode_tok_s'] / base['decode_tok_s']:.2f}x |")
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text("# Structured pruning of SmolLM2-135M (Minitron-style) with recovery distillation\n\n"
-                    + "\n".join(lines) + "\n\n" + _conditions(results), encoding="utf-8")
+                    + "\n".join(lines) + "\n\n" + _conditions(results) + NOTES, encoding="utf-8")
     _plot(results, plot)
 
 
