@@ -24,6 +24,8 @@ ICLR 2023, compress/prune/pq_index.py): layers whose importance is concentrated 
 LlamaConfig holds one `intermediate_size` for every layer, so with "pqi" narrower layers are padded back with
 exact zero channels (outputs unchanged, gradients stay zero) up to the widest layer: the per-layer split changes
 quality, not bytes or speed; `report.effective_params` counts the live channels only. Heads are uniform too.
+On SmolLM2-135M "uniform" wins clearly: SAP reads layers with a few massive-activation channels as sparse and
+strips them (bench/results/llm_prune.md).
 
 GQA: query head i reads KV group i // (heads / kv_heads). Keeping `num_key_value_heads` < kv removes whole
 groups (with their query heads) by summed importance; keeping fewer query heads removes the same number from
