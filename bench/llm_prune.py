@@ -223,14 +223,23 @@ unlocked processes ran beside the locked ones, load average 3-17):
   activation channels as very sparse and strips it (at 25%, layers 11, 28 and 29 keep one channel each), and
   those layers are critical. LlamaConfig holds one intermediate_size, so the split is padded back with zero
   channels: 'stored' params and bytes stay near the widest layer.
-- Recovery with the stored top-16 teacher logits renormalised over those 16 ids (kd_loss_topk, lr 2e-4) made
-  perplexity worse (10%: 98 -> 147; 25%: 150 -> 151) while its own loss fell. Likely cause (not isolated from
-  the learning rate): the target puts all mass on 16 ids, so the student learns to starve the tail, which
-  held-out text punishes. The same loss drives the causal-LM recipe's distillation today.
+- Recovery: 30 steps x 8 passages x <= 48 tokens (11,280 tokens, 1.5-2 min per arm) of full-logit KD from the
+  live unpruned teacher (lr 1e-4) brings 10% to +8.7% and 25% to +26.8% of the teacher's perplexity. The same
+  budget with the stored top-16 logits renormalised over those 16 ids (kd_loss_topk, lr 2e-4) made it worse
+  (10%: 98 -> 147; 25%: 150 -> 151) while its own loss fell. Likely cause (not isolated from the learning
+  rate): that target puts all mass on 16 ids, so the student learns to starve the tail, which held-out text
+  punishes. The same top-k loss drives the causal-LM recipe's distillation today. The 40% arm and the
+  magnitude / PQI arms were not recovered (CPU budget).
 - Width pruning did not speed up batch-1 decode on CPU here (0.83x-1.09x, within the noise); likely a decode
   step of SmolLM2-135M is bound by the per-op overhead of 30 layers and the 49k x 576 LM head rather than by the
   MLP width. Prefill, which is matmul-bound, got faster (1.2x-1.4x, one 40% sample hit by contention); files
   shrink with the parameters.
+- The 25% export (save_pretrained) loaded with AutoModelForCausalLM.from_pretrained in a subprocess that cannot
+  import shrinkwrap: 107,972,928 parameters (embeddings included), intermediate_size 1024.
+- Commands: `prep`; `arms act-uniform-10 act-uniform-25 act-uniform-40 mag-uniform-10 mag-uniform-25 act-pqi-10
+  act-pqi-25 first-23 first-4` with queued `act-uniform-10+rec act-uniform-25+rec speed` (then top-k KD, lr 2e-4,
+  renamed +rec-topk); `arms act-uniform-10+rec` with queued `act-uniform-25+rec` (defaults: --kd teacher
+  --lr 1e-4 --steps 30 --batch-size 8 --train-length 48); `report`. About 17 minutes under the CPU lock in all.
 """
 
 
