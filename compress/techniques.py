@@ -109,7 +109,7 @@ PRUNERS: dict[str, PruneTechnique] = {}
 # module adds itself here (one line), so `quantizer(name)` finds it without the caller importing it.
 QUANT_MODULES = ("compress.quantize.none", "compress.quantize.bnb", "compress.quantize.dynamic_int8",
                  "compress.quantize.calibrated")
-PRUNE_MODULES = ("compress.prune.api",)
+PRUNE_MODULES = ("compress.prune.api", "compress.prune.structured_llm")
 
 
 def register_quantizer(technique: QuantTechnique) -> QuantTechnique:

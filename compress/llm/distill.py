@@ -18,6 +18,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import time
+from pathlib import Path
 from typing import Literal
 
 import torch
@@ -169,14 +170,20 @@ def _step_losses(student, teacher, batch: dict, source: str, config: LMDistillCo
 
 def distill_lm(student, tokenizer, dataset_path, config: LMDistillConfig | None = None, teacher=None, *,
                progress: bool = True) -> dict:
-    """Train `student` in place on a generated (or raw-text) JSONL dataset; returns a report dict with
-    steps, tokens, seconds, per-step losses and the config."""
+    """Train `student` in place on a generated (or raw-text, or `score_texts`) JSONL dataset, or on a list
+    of them (records pooled); returns a report dict with steps, tokens, seconds, per-step losses and the
+    config. Only parameters with requires_grad train (freeze the embeddings to save a third of the step)."""
     config = config or LMDistillConfig()
-    records = read_dataset(dataset_path)
+    paths = [dataset_path] if isinstance(dataset_path, (str, Path)) else list(dataset_path)
+    records = [r for path in paths for r in read_dataset(path)]
     if not records:
         raise ValueError(f"dataset {dataset_path} is empty; generate it first")
     examples = [e for e in (_example(r, tokenizer, config.max_length) for r in records) if len(e["ids"]) >= 2]
-    k = max((len(e["topk"][0][0]) for e in examples if e["topk"] and e["topk"][0]), default=0)
+    widths = {len(e["topk"][0][0]) for e in examples if e["topk"] and e["topk"][0]}
+    if len(widths) > 1:
+        raise ValueError(f"the datasets store top-k logits of different widths {sorted(widths)}; generate and "
+                         "score them with the same top_k_logits")
+    k = max(widths, default=0)
     source = _kd_source(config, teacher, k)
     k = k if source == "topk" else 0
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id

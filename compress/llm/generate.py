@@ -192,3 +192,41 @@ def generate_dataset(model, tokenizer, prompts: list[str], out_path: str | Path,
             if on_batch is not None:
                 on_batch(index, records)
     return out_path
+
+
+@torch.no_grad()
+def score_texts(model, tokenizer, texts: list[str], out_path: str | Path, *, top_k: int = 8,
+                max_length: int = 128, batch_size: int = 8, progress: bool = True) -> Path:
+    """Teacher top-k logits over plain corpus `texts`, written (atomically, replacing `out_path`) as dataset
+    records that `distill_lm` reads like generated ones: the first token is the prompt, the rest the
+    response, so every later token gets the teacher's distribution (token-level KD on corpus text, as in
+    Minitron's recovery). One teacher forward per text instead of one per training step."""
+    if isinstance(texts, str) or not texts or top_k < 1:
+        raise ValueError(f"need a non-empty list of texts and top_k >= 1, got {type(texts).__name__}, {top_k}")
+    encoded = [ids for ids in (tokenizer(t, truncation=True, max_length=max_length)["input_ids"] for t in texts)
+               if len(ids) >= 2]
+    if not encoded:
+        raise ValueError("every text tokenises to fewer than 2 tokens; pass longer passages")
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    out_path = Path(out_path)
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out_path.with_name(out_path.name + ".tmp")
+    tmp.unlink(missing_ok=True)
+    device = input_device(model)
+    meta = {"kind": "score_texts", "top_k": top_k, "max_length": max_length,
+            "teacher": str(getattr(model.config, "_name_or_path", "") or type(model).__name__)}
+    with eval_mode(model):
+        for start in tqdm(range(0, len(encoded), batch_size), desc="teacher scoring", disable=not progress):
+            chunk = encoded[start:start + batch_size]
+            ids = torch.full((len(chunk), max(map(len, chunk))), pad, dtype=torch.long)
+            mask = torch.zeros_like(ids)
+            for i, seq in enumerate(chunk):
+                ids[i, :len(seq)], mask[i, :len(seq)] = torch.tensor(seq), 1
+            logits = model(input_ids=ids.to(device), attention_mask=mask.to(device)).logits.float()  # (B, T, V)
+            values, indices = logits.topk(top_k, dim=-1)                                         # (B, T, k)
+            _append_atomic(tmp, [{"prompt_hash": prompt_hash(str(seq)), "prompt_ids": seq[:1],
+                                  "response_ids": seq[1:], "topk_ids": indices[i, :len(seq) - 1].tolist(),
+                                  "topk_logits": values[i, :len(seq) - 1].cpu().round(decimals=4).tolist(),
+                                  "generation": meta} for i, seq in enumerate(chunk)])
+    os.replace(tmp, out_path)
+    return out_path

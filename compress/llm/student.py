@@ -1,7 +1,17 @@
 """Student construction: a smaller LlamaForCausalLM that shares the teacher's tokenizer and vocabulary.
 
 Why: token-level KD compares next-token distributions, so student and teacher must share a vocabulary.
-A student keeps the teacher's config and changes depth/width. With `init_from_teacher=True` it copies
+
+The default student (`pruned_student`) is the teacher pruned structurally (Minitron, Muralidharan et al. 2024:
+MLP channels and heads ranked by calibration activations, compress/prune/structured_llm.py), then recovered
+by `distill_lm` from the unpruned teacher. On SmolLM2-135M that starts close to the teacher, whereas cutting
+depth does not (bench/results/llm_prune.md):
+
+    calibration = calibration_ids(tokenizer, passages, max_length=128)
+    student = pruned_student(teacher, calibration, StructuredLLMPruneConfig(target=0.1))
+
+The older option, `make_student`, keeps the teacher's config and changes depth/width. With
+`init_from_teacher=True` it copies
 the teacher's embeddings, final norm and a subset of its decoder layers (layer dropping as in
 DistilBERT, Sanh et al. 2019, and "Shortened LLaMA", Kim et al. 2024), which needs the same width.
 The default subset is the first `num_layers` layers: on SmolLM2-135M a 2-layer student from layers
@@ -14,8 +24,12 @@ The default subset is the first `num_layers` layers: on SmolLM2-135M a 2-layer s
 
 from __future__ import annotations
 
+import copy
+
 import torch
 from transformers import LlamaConfig, LlamaForCausalLM
+
+from compress.prune.structured_llm import StructuredLLMPruneConfig, structured_llm_prune_
 
 _WIDTH_KEYS = ("hidden_size", "intermediate_size", "num_attention_heads", "num_key_value_heads", "head_dim")
 
@@ -103,3 +117,29 @@ def _copy_from_teacher(student: LlamaForCausalLM, teacher, indices: list[int]) -
                              "float to initialise a student from it")
         s_state[key].copy_(tensor.to(s_state[key].device, torch.float32))
     student.tie_weights()
+
+
+def calibration_ids(tokenizer, texts: list[str], *, max_length: int = 128) -> list[torch.Tensor]:
+    """One (1, T) input-id tensor per text (truncated to `max_length`), the calibration format of
+    `pruned_student` / structured-llm; texts of fewer than 2 tokens are skipped."""
+    if isinstance(texts, str) or not texts:
+        raise ValueError("texts must be a non-empty list of strings (calibration passages)")
+    ids = [tokenizer(t, truncation=True, max_length=max_length)["input_ids"] for t in texts]
+    out = [torch.tensor([i], dtype=torch.long) for i in ids if len(i) >= 2]
+    if not out:
+        raise ValueError("every calibration text tokenises to fewer than 2 tokens; pass longer passages")
+    return out
+
+
+def pruned_student(teacher, calibration: list[torch.Tensor] | None,
+                   config: StructuredLLMPruneConfig | None = None) -> LlamaForCausalLM:
+    """A float32 copy of `teacher` with `config.target` of its non-embedding parameters removed
+    structurally (the teacher is left untouched). The pruning report's numbers are recorded in
+    `student.config.pruning` (saved with the model)."""
+    config = config or StructuredLLMPruneConfig()
+    student = copy.deepcopy(teacher).float()
+    report = structured_llm_prune_(student, config, calibration)
+    student.config.pruning = {**report.config, "params_before": report.params_before,
+                              "effective_params": report.effective_params, "kept_layers": report.kept_layers}
+    student.eval()
+    return student
