@@ -9,9 +9,9 @@ at each forward every activation row (token) gets its own scale from its own ran
 y = (x_q @ qweight^T) * (x_scale * scale) + bias, accumulated in int32.
 
 Why per token: one scale for a whole (tokens x features) batch, as `quantize_dynamic` does, lets one
-outlier token crush every other; on SmolLM2-135M that cost +320% perplexity (per-tensor, fbgemm, 12
-held-out passages) against +2.3% per token (+0.7% with `down_proj`, whose inputs carry the largest
-outliers, left in fp32; 4 passages); bench/results/serve_load.md has the measured table.
+outlier token crush every other; on SmolLM2-135M (12 held-out passages) that cost +320% perplexity
+against +2.45% per token, and +1.08% with `down_proj` (whose inputs carry the largest outliers) left in
+fp32; decode at batch 1 runs at 0.65x / 0.80x of fp32 (bench/results/serve_load.md).
 
 Kernels (measured on this 2-core AVX512-VNNI EPYC, torch 2.13, 2 threads):
 - below 8 rows (decode): torch's `quantized::linear_dynamic` on fbgemm-packed weights, called once per
