@@ -18,6 +18,7 @@ from typing import Any, Literal
 
 from pydantic import Field, model_validator
 
+from compress.prune.structured_llm import StructuredLLMPruneConfig
 from compress.tasks.base import Output, Section, build_config, register_task
 from compress.tasks.sections import PruneParams
 
@@ -27,8 +28,10 @@ _SHARED = ("compress.export", "compress.evaluate.system", "compress.evaluate.lm"
 
 class LLMParams(Section):
     """The causal-LM path (`task: causal_lm`): SmolLM2 (or a local / hub causal LM) teacher, generated
-    (prompt, response) data from a corpus, a shallower Llama student distilled on it (sequence-level CE +
-    token-level KD on the teacher's top-k logits), then prune / quantize / evaluate / export."""
+    (prompt, response) data from a corpus, a student made from the teacher (by default Minitron-style:
+    structured pruning of MLP channels and heads by calibration activations, then recovery distillation
+    from the unpruned teacher's logits over the generated data and corpus text), then prune / quantize /
+    evaluate / export."""
 
     teacher: str = Field("smollm2", description="'smollm2' (packaged SmolLM2-135M-Instruct), a folder or a hub id")
     dtype: Literal["float32", "bfloat16", "float16"] = "float32"
@@ -40,15 +43,30 @@ class LLMParams(Section):
     top_p: float = 0.9
     gen_batch_size: int = 8
     top_k_logits: int = Field(8, description="teacher top-k logits stored per token for token-level KD (0: none)")
-    student_layers: int = Field(4, ge=1)
-    student_hidden: int | None = Field(None, description="None: the teacher's width")
-    init_from_teacher: bool = True
+    student: Literal["pruned", "first_layers"] = Field(
+        "pruned", description="pruned: the teacher structurally pruned (student_pruning) then distilled; "
+        "first_layers: the teacher's first student_layers layers (perplexity in the millions before training "
+        "on SmolLM2, see bench/results/llm_prune.md)")
+    student_pruning: StructuredLLMPruneConfig = Field(
+        default_factory=StructuredLLMPruneConfig, description="structured-llm options: target (fraction of "
+        "non-embedding parameters removed), importance (activation | magnitude), ratio (uniform | pqi), heads")
+    n_calibration: int = Field(16, ge=1, description="corpus passages whose activations rank channels and heads")
+    calibration_length: int = Field(128, ge=8, description="tokens per calibration passage")
+    n_corpus_passages: int = Field(256, ge=0, description="corpus passages added to the distillation data")
+    freeze_embeddings: bool = Field(True, description="keep the (tied) embeddings fixed while distilling")
+    student_layers: int = Field(4, ge=1, description="first_layers only: decoder layers kept")
+    student_hidden: int | None = Field(None, description="first_layers only: None = the teacher's width")
+    init_from_teacher: bool = Field(True, description="first_layers only: copy the teacher's layers")
     steps: int = Field(50, ge=1, description="distillation optimizer steps")
-    batch_size: int = 4
-    lr: float = 2e-4
-    kd_temperature: float = 2.0
-    kd_weight: float = 0.5
-    max_length: int = 256
+    batch_size: int = Field(4, ge=1, description="sequences per distillation step")
+    lr: float = Field(2e-4, gt=0, description="distillation learning rate")
+    kd_source: Literal["teacher", "topk"] = Field(
+        "topk", description="teacher: full logits of the live teacher (recovers pruned students); topk: the "
+        "top-k logits stored with the generated data")
+    kd_temperature: float = Field(2.0, gt=0, description="KD softmax temperature")
+    kd_weight: float = Field(0.5, ge=0, le=1, description="0: sequence cross-entropy only, 1: KD only")
+    train_max_length: int | None = Field(None, ge=8, description="tokens per distillation sequence (None: max_length)")
+    max_length: int = Field(256, ge=8, description="tokens per held-out passage when evaluating")
 
     @model_validator(mode="after")
     def _valid_configs(self):
@@ -66,8 +84,9 @@ class LLMParams(Section):
         from compress.llm.distill import LMDistillConfig
 
         return build_config("llm", LMDistillConfig, max_steps=self.steps, lr=self.lr, batch_size=self.batch_size,
-                      temperature=self.kd_temperature, kd_weight=self.kd_weight, max_length=self.max_length,
-                      seed=seed)
+                            temperature=self.kd_temperature, kd_weight=self.kd_weight, kd_source=self.kd_source,
+                            max_length=self.train_max_length or self.max_length, seed=seed,
+                            warmup_steps=min(2, self.steps - 1))
 
 
 class LLMPruneParams(PruneParams):
@@ -134,6 +153,17 @@ def load_hf(folder: Path):
     return load_causal_lm(str(folder))
 
 
+def _corpus_texts(recipe, dataset: Path, n: int, *, seed_offset: int) -> list[str]:
+    """`n` corpus passages that are not held out (their own seed); the prompts when the corpus is a file."""
+    from compress.llm.corpus import SOURCES, corpus_passages
+
+    texts = _texts(dataset)
+    if recipe.llm.corpus not in SOURCES:
+        return list(texts["prompts"])[:n]
+    heldout = set(texts["heldout"])
+    return [t for t in corpus_passages(recipe.llm.corpus, n, seed=recipe.seed + seed_offset) if t not in heldout]
+
+
 def lm_quality(model, tokenizer, dataset: Path, teacher: Path | None, recipe) -> dict[str, float]:
     from compress.evaluate.lm import lm_metrics
 
@@ -150,7 +180,8 @@ class CausalLM:
         "dataset": ("compress.llm.corpus", *_SHARED),
         "teacher": _SHARED,
         "teacher_data": ("compress.llm.generate", *_SHARED),
-        "distill": ("compress.llm.distill", "compress.llm.student", *_SHARED),
+        "distill": ("compress.llm.distill", "compress.llm.student", "compress.llm.corpus",
+                    "compress.prune.structured_llm", *_SHARED),
         "prune": ("compress.prune", *_SHARED),
         "quantize": ("compress.llm.corpus", "compress.assets", *_SHARED),
         "evaluate": _SHARED,
@@ -206,19 +237,36 @@ class CausalLM:
 
     def distill(self, recipe, dataset: Path, teacher_data: Path | None, teacher: Path | None,
                 workdir: Path) -> Output:
+        """The student (pruned from the teacher, or its first layers), distilled from the teacher on the
+        generated data (and corpus text for a pruned student)."""
         from compress.llm.distill import distill_lm
-        from compress.llm.student import make_student
+        from compress.llm.student import calibration_ids, make_student, pruned_student
 
         if teacher_data is None or teacher is None:
             raise ValueError("the causal-LM student is distilled on teacher-generated data; it needs the teacher "
                              "and teacher_data stages")
         p = recipe.llm
         reference, tokenizer = load_teacher(teacher)
-        student = make_student(reference, num_layers=p.student_layers, hidden_size=p.student_hidden,
-                               init_from_teacher=p.init_from_teacher, seed=recipe.seed)
-        distill_lm(student, tokenizer, teacher_data, p.distill_config(recipe.seed), teacher=None)
+        data: list[Path] = [teacher_data]
+        if p.student == "pruned":
+            calibration = _corpus_texts(recipe, dataset, p.n_calibration, seed_offset=30_000)
+            student = pruned_student(reference, calibration_ids(tokenizer, calibration, max_length=p.calibration_length),
+                                     p.student_pruning)
+            if p.n_corpus_passages:
+                corpus = workdir / "corpus.jsonl"
+                corpus.write_text("".join(json.dumps({"text": t}) + "\n" for t in
+                                          _corpus_texts(recipe, dataset, p.n_corpus_passages, seed_offset=40_000)))
+                data.append(corpus)
+        else:
+            student = make_student(reference, num_layers=p.student_layers, hidden_size=p.student_hidden,
+                                   init_from_teacher=p.init_from_teacher, seed=recipe.seed)
+        if p.freeze_embeddings:
+            student.get_input_embeddings().requires_grad_(False)
+        report = distill_lm(student, tokenizer, data, p.distill_config(recipe.seed),
+                            teacher=reference if p.kd_source == "teacher" else None)
         student.eval()
-        metrics = lm_quality(student, tokenizer, dataset, teacher, recipe)
+        metrics = {**lm_quality(student, tokenizer, dataset, teacher, recipe),
+                   "distill_tokens": float(report.get("tokens", 0)), "distill_seconds": float(report.get("seconds", 0))}
         return Output(save_hf(student, tokenizer, workdir / "student"), "hf", metrics=metrics,
                       extra={"metrics": metrics})
 
@@ -275,16 +323,13 @@ class CausalLM:
 
     def calibration(self, recipe, tokenizer, dataset: Path | None) -> list:
         """`calibration.n_samples` token windows of `calibration.seq_len` from corpus passages that the
-        held-out set does not contain (other seed), for techniques that need calibration data."""
-        from compress.llm.corpus import SOURCES, corpus_passages
+        held-out set does not contain (their own seed), for techniques that need calibration data."""
         from compress.quantize.calibrated import calibration_batches
 
-        c, corpus = recipe.calibration, recipe.llm.corpus
-        texts = _texts(dataset)["prompts"] if dataset is not None else []
-        if corpus in SOURCES:
-            heldout = set(_texts(dataset)["heldout"]) if dataset is not None else set()
-            passages = corpus_passages(corpus, 4 * c.n_samples, seed=recipe.seed + 20_000)
-            texts = [p for p in passages if p not in heldout] + texts
+        if dataset is None:
+            raise ValueError("a calibrated technique needs the dataset (corpus passages) as calibration data")
+        c = recipe.calibration
+        texts = _corpus_texts(recipe, dataset, 4 * c.n_samples, seed_offset=20_000) + _texts(dataset)["prompts"]
         return calibration_batches(tokenizer, texts, c.n_samples, c.seq_len)
 
     def quantize(self, recipe, variant, checkpoint: Path, dataset: Path, workdir: Path) -> Output:

@@ -84,7 +84,8 @@ def test_causal_lm_stages_on_a_tiny_llama(tmp_path, tokenizer, make_tiny):
     recipe = Recipe.model_validate({
         "name": "tiny-lm", "task": "causal_lm",
         "llm": {"teacher": str(teacher_dir), "n_prompts": 4, "n_heldout": 2, "max_new_tokens": 6,
-                "gen_batch_size": 4, "student_layers": 1, "steps": 2, "batch_size": 2, "max_length": 48},
+                "gen_batch_size": 4, "steps": 2, "batch_size": 2, "max_length": 48, "kd_source": "teacher",
+                "n_calibration": 2, "n_corpus_passages": 4, "student_pruning": {"target": 0.25}},
         "prune": {"rounds": 1, "gamma": 0.25, "ignore": ["lm_head", "embed_tokens"]},
         "quantize": {"variants": [{"name": "fp32", "technique": "none"},
                                   {"name": "int8", "technique": "int8", "options": {"skip_modules": ["lm_head"]}}]},
@@ -94,12 +95,14 @@ def test_causal_lm_stages_on_a_tiny_llama(tmp_path, tokenizer, make_tiny):
     assert json.loads(out["teacher"].path.read_text())["source"] == str(teacher_dir)
     assert len(out["teacher_data"].path.read_text().splitlines()) == 4
     assert out["distill"].metrics["perplexity"] > 1 and out["distill"].format == "hf"
+    student_config = json.loads((out["distill"].path / "config.json").read_text())
+    assert student_config["intermediate_size"] < 64 and student_config["num_hidden_layers"] == 2  # pruned width
     assert 0 < out["prune"].metrics["retained_fraction"] < 1
     for name in ("fp32", "int8"):
         _, metrics, dest = out[name]
         assert metrics["perplexity"] > 1 and metrics["file_bytes"] > 0
         model = load_export(dest)
-        assert model.config.num_hidden_layers == 1
+        assert model.config.intermediate_size == student_config["intermediate_size"]
     assert out["int8"][1]["file_bytes"] < out["fp32"][1]["file_bytes"]
 
 
@@ -131,7 +134,8 @@ def test_causal_lm_gptq_variant_and_gguf_files(tmp_path, tokenizer, make_tiny):
     recipe = Recipe.model_validate({
         "name": "tiny-gptq", "task": "causal_lm",
         "llm": {"teacher": str(teacher_dir), "n_prompts": 4, "n_heldout": 2, "max_new_tokens": 6,
-                "gen_batch_size": 4, "student_layers": 1, "steps": 1, "batch_size": 2, "max_length": 48},
+                "gen_batch_size": 4, "student": "first_layers", "student_layers": 1, "steps": 1, "batch_size": 2,
+                "max_length": 48},
         "prune": {"enabled": False}, "calibration": {"n_samples": 4, "seq_len": 64},
         "gguf": {"types": ["Q8_0"], "variants": ["fp32"]},
         "quantize": {"variants": [{"name": "fp32", "technique": "none"},
