@@ -118,6 +118,14 @@ def _file_digest(path: str) -> str:
     return digest.hexdigest()
 
 
+def _teacher_digest(model: str) -> str:
+    """sha256 over the teacher folder's files (a packaged alias hashes its installed folder; a hub id
+    its name)."""
+    from compress.text.models import PACKAGED, resolve_source
+
+    return _file_digest(resolve_source(model) if model in PACKAGED else model)
+
+
 @dataclasses.dataclass
 class TextClassificationTask:
     name: str = "text_classification"
@@ -142,7 +150,7 @@ class TextClassificationTask:
             files = {k: _file_digest(v) for k in ("train", "test") if (v := getattr(data, k))}
             return {**data.model_dump(), "seed": recipe.seed, "files": files}
         if stage == "teacher":
-            return {**common, **recipe.teacher.model_dump(), "model_sha256": _file_digest(recipe.teacher.model)}
+            return {**common, **recipe.teacher.model_dump(), "model_sha256": _teacher_digest(recipe.teacher.model)}
         if stage in ("teacher_data", "distill", "prune"):
             parts = {"teacher_data": ("teacher_data",), "distill": ("student", "distill", "teacher"),
                      "prune": ("prune", "distill")}[stage]
@@ -157,6 +165,13 @@ class TextClassificationTask:
         if stage in ("teacher", "prune", "quantize", "evaluate", "export"):
             return section_enabled(recipe, stage)
         return True
+
+    def preflight(self, recipe: Any) -> None:
+        """Cheap checks a flow may run before any stage: the data files (columns, empty texts, test labels
+        the training split lacks) and the teacher source (folder, model kind, hub while offline)."""
+        from compress.text.stages import check_recipe
+
+        check_recipe(recipe)
 
     def dataset(self, recipe: Any, workdir: Path) -> Output:
         from compress.text.stages import build_dataset

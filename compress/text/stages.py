@@ -74,6 +74,17 @@ def _settings(section: Any, seed: int, **extra: Any) -> TrainSettings:
                          max_steps=section.max_steps, seed=seed, **extra)
 
 
+def check_recipe(recipe: Any) -> None:
+    """Read and check user data files and the teacher's config (no weights): fails with the field named."""
+    from compress.text.models import model_kind, resolve_source
+
+    d = recipe.data
+    if d.train:
+        load_files({"train": d.train, "test": d.test}, text_column=d.text_column, label_column=d.label_column)
+    if recipe.teacher.enabled:
+        model_kind(resolve_source(recipe.teacher.model), trust_remote_code=recipe.teacher.trust_remote_code)
+
+
 def build_dataset(recipe: Any, workdir: Path) -> Output:
     d = recipe.data
     if d.builtin == "shakespeare_genre":

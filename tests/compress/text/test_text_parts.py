@@ -94,6 +94,19 @@ def test_num_labels_mismatch_refused_in_teacher_stage(tmp_path, csv_data):
         TASK.teacher(recipe, ds.path, tmp_path / "t")
 
 
+def test_preflight_catches_bad_teacher_and_data_without_loading_weights(tmp_path, csv_data, monkeypatch):
+    from compress.tasks.text_classification import TASK
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    train, test = csv_data
+    good = {"train": str(train), "test": str(test), "text_column": "review", "label_column": "sentiment"}
+    with pytest.raises(TeacherModelError, match="offline"):
+        TASK.preflight(make_recipe(data=good, teacher={"model": "bert-base-uncased"}))
+    with pytest.raises(TextDataError, match="no column 'text'"):
+        TASK.preflight(make_recipe(data={**good, "text_column": "text"}, teacher={"enabled": False}))
+    TASK.preflight(make_recipe(data=good, teacher={"model": str(write_model(tmp_path / "m", classifier=True))}))
+
+
 def test_recipe_needs_one_data_source():
     with pytest.raises(ValueError, match="exactly one of train"):
         make_recipe(data={})
