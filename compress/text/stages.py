@@ -102,7 +102,7 @@ def build_dataset(recipe: Any, workdir: Path) -> Output:
                           label_column=d.label_column)
     root = save_text_dataset(data, workdir / "dataset", meta={"source": d.builtin or d.hub_dataset or d.train})
     metrics = {f"n_{name}": float(len(texts)) for name, (texts, _) in data.splits.items()}
-    return Output(path=root, format=FORMAT_DATA, kind="dataset", metrics={**metrics, "num_labels": len(data.labels)},
+    return Output(path=root, format=FORMAT_DATA, kind="dataset", metrics={**metrics, "num_labels": float(len(data.labels))},
                   metadata={"labels": data.labels})
 
 
