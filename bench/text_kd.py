@@ -10,9 +10,13 @@ trained for the same steps with the same optimiser, batches and seed, four arms:
 KD = (1 - alpha) T^2 KL + alpha CE (T=2, alpha=0.5). Then arm 3 is pruned (50% of FFN neurons removed,
 magnitude score, 1 recovery epoch with KD) and quantized (bitsandbytes int8 / nf4, head kept float).
 Speed: every model timed side by side in this one process, torch threads fixed, warm-up then fixed
-iterations, on the first 1 / 32 test passages.
+iterations, on the first 1 / 32 test passages, interleaved (one call of each model per round) so that
+load from other processes hits every model alike. `--timing-only` skips training (latency does not
+depend on the weights' values; the int8 row's outlier decomposition does, mildly) and writes
+bench/results/text_kd_speed.md.
 
     flock /tmp/shrinkwrap-cpu.lock .venv/bin/python bench/text_kd.py [--seeds 0] [--threads 2]
+    flock /tmp/shrinkwrap-cpu.lock .venv/bin/python bench/text_kd.py --timing-only --iters 20
 """
 
 from __future__ import annotations
@@ -30,12 +34,13 @@ import torch
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from compress.text.evaluate import quality, speed  # noqa: E402
+from compress.evaluate.system import percentile  # noqa: E402
+from compress.text.evaluate import quality  # noqa: E402
 from compress.text.models import build_student, load_teacher_model  # noqa: E402
 from compress.text.prune import prune_encoder_  # noqa: E402
 from compress.text.shakespeare import build_genre_splits  # noqa: E402
 from compress.text.stages import quantized_model  # noqa: E402
-from compress.text.train import TrainSettings, encode, predict_logits, train_classifier  # noqa: E402
+from compress.text.train import TrainSettings, batch_of, encode, predict_logits, train_classifier  # noqa: E402
 
 ARMS = {"1 random init + hard labels": ("random", False), "2 teacher init + hard labels": ("teacher", False),
         "3 teacher init + KD": ("teacher", True), "4 random init + KD": ("random", True)}
@@ -53,6 +58,67 @@ def evaluate(model, encs, teacher_logits, num_classes) -> dict[str, float]:
     return out
 
 
+def interleaved_speed(models: dict, enc: dict, *, warmup: int, iters: int) -> dict[str, dict[str, float]]:
+    """latency_b{B}_p50_ms / _p95_ms and seqs_per_s_b{B} (B = 1, 32) of every model, timed in rounds of
+    one call per model so that outside load is shared alike."""
+    out: dict[str, dict[str, float]] = {name: {} for name in models}
+    for b in (1, 32):
+        n = min(b, enc["input_ids"].shape[0])
+        batch = batch_of(enc, torch.arange(n))
+        times: dict[str, list[float]] = {name: [] for name in models}
+        with torch.inference_mode():
+            for round_ in range(warmup + iters):
+                for name, model in models.items():
+                    start = time.perf_counter()
+                    model(**batch)
+                    if round_ >= warmup:
+                        times[name].append((time.perf_counter() - start) * 1e3)
+        for name, t in times.items():
+            p50 = percentile(t, 50)
+            out[name].update({f"latency_b{b}_p50_ms": p50, f"latency_b{b}_p95_ms": percentile(t, 95),
+                              f"seqs_per_s_b{b}": n / (p50 / 1e3)})
+    return out
+
+
+def shaped_models(teacher, tok, tmp: str) -> dict:
+    """The timed shapes without training: teacher, 3-layer student, FFN-pruned student, int8 / nf4."""
+    student = build_student(teacher)[0]
+    pruned = build_student(student, layers="all")[0]
+    prune_encoder_(pruned, ffn=0.5, score="magnitude")
+    pruned.save_pretrained(Path(tmp) / "p")
+    tok.save_pretrained(Path(tmp) / "p")
+    models = {"teacher (MiniLM-L6, 6 layers)": teacher, "3-layer student": student, "+ prune FFN 1536->768": pruned}
+    for tech in ("int8", "nf4"):
+        models[f"+ prune + {tech}"] = quantized_model(SimpleNamespace(name=tech, technique=tech, options={}),
+                                                      Path(tmp) / "p")[0]
+    return models
+
+
+def timing_only(args, data, teacher, tok) -> None:
+    enc = encode(tok, data.splits["test"][0], args.max_length)
+    with tempfile.TemporaryDirectory() as tmp:
+        models = shaped_models(teacher.eval(), tok, tmp)
+        rows = interleaved_speed(models, enc, warmup=3, iters=args.iters)
+    cols = ["latency_b1_p50_ms", "latency_b1_p95_ms", "latency_b32_p50_ms", "latency_b32_p95_ms", "seqs_per_s_b32"]
+    lengths = [int(enc["attention_mask"][:b].sum(1).max()) for b in (1, 32)]
+    lines = ["# Text KD: CPU speed of the teacher and the student shapes (side by side, interleaved)", "",
+             f"Produced by `bench/text_kd.py --timing-only` on {time.strftime('%Y-%m-%d')}, torch {torch.__version__}, "
+             f"{torch.get_num_threads()} threads, under the shared CPU lock (other agents' unlocked work may still "
+             f"run). Input: the first 1 / 32 held-out test passages ({args.lines} lines, padded to {lengths} tokens); "
+             f"3 warm-up + {args.iters} timed rounds, each round one call per model.", "",
+             "| model | params | " + " | ".join(cols) + " |", "|---|---|" + "---|" * len(cols)]
+    for name, r in rows.items():
+        params = sum(p.numel() for p in models[name].parameters())
+        lines.append(f"| {name} | {params:.4g} | " + " | ".join(f"{r[c]:.4g}" for c in cols) + " |")
+    t, st = rows["teacher (MiniLM-L6, 6 layers)"], rows["3-layer student"]
+    ratio = t["latency_b32_p50_ms"] / st["latency_b32_p50_ms"]
+    lines += ["", f"3-layer student vs teacher at batch 32 (p50): {ratio:.2f}x -> "
+              f"{'met' if ratio >= 1.8 else 'missed'} (goal >= 1.8x)", ""]
+    out = Path(args.out).with_name("text_kd_speed.md")
+    out.write_text("\n".join(lines))
+    print("\n".join(lines))
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--passages-per-play", type=int, default=30)
@@ -64,12 +130,15 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--iters", type=int, default=10)
     ap.add_argument("--out", default=str(ROOT / "bench/results/text_kd.md"))
+    ap.add_argument("--timing-only", action="store_true", help="no training: time the shapes only")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     start = time.perf_counter()
     data = build_genre_splits(passages_per_play=args.passages_per_play, lines_per_passage=args.lines)
     nc = len(data.labels)
     teacher, tok, _ = load_teacher_model("minilm", data.labels)
+    if args.timing_only:
+        return timing_only(args, data, teacher, tok)
     encs = {s: (encode(tok, t, args.max_length), torch.tensor(y)) for s, (t, y) in data.splits.items()}
     train_enc, train_y = encs.pop("train")
     log(f"data: { {s: len(t) for s, (t, _) in data.splits.items()} }; fine-tuning the teacher")
@@ -104,11 +173,8 @@ def main() -> None:
             q, _ = quantized_model(SimpleNamespace(name=tech, technique=tech, options={}), Path(tmp) / "p")
             rows[f"{name} + {tech}"], models[f"{name} + {tech}"] = evaluate(q, encs, t_eval, nc), q
             log(f"{tech}: {rows[f'{name} + {tech}']}")
-    test_enc = encs["test"][0]
-    for name, model in models.items():
-        rows[name].update(speed(model, test_enc, warmup=3, iters=args.iters))
-        rows[name]["params"] = float(sum(p.numel() for p in model.parameters()))
-        log(f"timed {name}")
+    for name, timing in interleaved_speed(models, encs["test"][0], warmup=3, iters=args.iters).items():
+        rows[name].update(timing, params=float(sum(p.numel() for p in models[name].parameters())))
     write(args, rows, data, t_fit, time.perf_counter() - start)
 
 

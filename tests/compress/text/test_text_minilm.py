@@ -36,7 +36,7 @@ def test_minilm_shakespeare_end_to_end(tmp_path):
     variant = SimpleNamespace(name="fp32", technique="none", options={})
     quant = task.quantize(recipe, variant, pruned.path, ds.path, tmp_path / "q")
     metrics = task.evaluate(recipe, quant.path, ds.path, teacher.path)
-    assert 0 <= metrics["accuracy"] <= 1 and metrics["params"] < teacher.metrics["params"] / 2
+    assert 0 <= metrics["accuracy"] <= 1 and metrics["params"] < 0.7 * teacher.metrics["params"]  # the 11.7M embedding stays
     dest = task.export(recipe, variant, pruned.path, tmp_path / "export", metrics=metrics, lineage=[])
     loaded = load_outside([dest], "Now is the winter of our discontent", tmp_path)
     assert loaded[0]["label"] in ("comedy", "history", "tragedy") and not loaded[0]["shrinkwrap"]
