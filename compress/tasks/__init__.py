@@ -10,7 +10,8 @@ import importlib
 
 from compress.tasks.base import STAGES, TASKS, Output, Section, Task, register_task, section_enabled
 
-TASK_MODULES = ("compress.tasks.image_classification", "compress.tasks.causal_lm")
+TASK_MODULES = ("compress.tasks.image_classification", "compress.tasks.causal_lm",
+                "compress.tasks.text_classification")
 
 
 def load_tasks() -> dict[str, Task]:

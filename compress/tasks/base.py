@@ -106,10 +106,13 @@ class Task(Protocol):
         """Quality against the held-out split (and the teacher), size and speed of an export."""
 
     def export(self, recipe: Any, variant: Any, checkpoint: Path, dest: Path, *, metrics: dict[str, float],
-               lineage: list[dict[str, Any]]) -> Path:
+               lineage: list[dict[str, Any]], dataset: Path | None = None) -> Path:
         """The shipped export at `dest` (overwritten): the same quantization of `checkpoint` as the
         evaluated one, with metrics and lineage in its model card. Loads in its ecosystem without us."""
 
+
+# Optional members a task may add: `preflight(recipe)` (cheap checks of the user's files, run by the flow
+# before any stage) and `path_fields` (dotted recipe fields holding paths, resolved against the recipe file).
 
 TASKS: dict[str, Task] = {}
 

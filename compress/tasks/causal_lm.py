@@ -176,6 +176,7 @@ def lm_quality(model, tokenizer, dataset: Path, teacher: Path | None, recipe) ->
 class CausalLM:
     name = "causal_lm"
     sections = CausalLMSections
+    path_fields = ("llm.teacher", "llm.corpus")  # resolved against the recipe file's folder
     sources = {
         "dataset": ("compress.llm.corpus", *_SHARED),
         "teacher": _SHARED,

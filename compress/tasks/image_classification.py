@@ -120,6 +120,7 @@ def test_metrics(model: nn.Module, dataset: Path, teacher: Path | None = None, *
 class ImageClassification:
     name = "classification"
     sections = ClassificationSections
+    path_fields = ("dataset.path", "teacher.path")  # resolved against the recipe file's folder
     sources = {
         "dataset": ("compress.data", "compress.assets", *_SHARED),
         "teacher": ("compress.teacher", "compress.models", "compress.train", "compress.evaluate.classification",
