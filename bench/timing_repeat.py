@@ -39,7 +39,7 @@ def export_variants(dest: Path) -> dict[str, str]:
         model = MLP(784, (128,), 10).eval()
         if config is not None:
             quantize_(model, config)
-        paths[name] = export_model(model, dest / name).path
+        paths[name] = str(export_model(model, dest / name).path)
     return paths
 
 
