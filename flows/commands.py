@@ -13,8 +13,6 @@ import sys
 import time
 from typing import Any
 
-from registry.session import ensure_schema  # noqa: F401  (moved to registry/; flows/deploy.py imports it here)
-
 
 def add_commands(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("run", help="run a compression recipe (YAML) end to end")
@@ -138,7 +136,7 @@ def cmd_runs(args) -> int:
     from registry import repository as repo
     from registry.errors import SchemaOutOfDate
     from registry.reconciler import reconcile
-    from registry.session import session_scope
+    from registry.session import ensure_schema, session_scope
 
     try:
         ensure_schema()
@@ -150,13 +148,9 @@ def cmd_runs(args) -> int:
     lookup = None
     url = os.environ.get("PREFECT_API_URL") or (read_state() or {}).get("url")  # the server runs report to
     if url:
-        from prefect.settings import PREFECT_API_URL, temporary_settings
+        from flows.prefect_states import states_lookup
 
-        from flows.prefect_states import flow_run_states
-
-        def lookup(ids):
-            with temporary_settings(updates={PREFECT_API_URL: url}):
-                return flow_run_states(ids)
+        lookup = states_lookup(url)
     reconcile(lookup=lookup)
     with session_scope() as s:
         runs, total = repo.list_runs(s, status=args.status, limit=args.limit)

@@ -44,8 +44,10 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from flows.cache import ROOT
 from flows.local_server import dashboard_url, start_prefect_server, wait_healthy
+from flows.prefect_states import states_lookup
 from flows.recipe import Recipe, RecipeError, format_errors
 from registry.config import DEPLOYMENT_NAME  # one home, shared with api/
+from registry.reconciler import reconcile, start_reconciler
 
 DEFAULT_SCHEDULES = ROOT / "schedules.yaml"
 DEFAULT_RECIPE = ROOT / "recipes" / "mnist.yaml"
@@ -207,8 +209,14 @@ def serve(*, schedules_path: str | None = None, api: bool = True, host: str = "1
         from prefect.settings import PREFECT_API_URL, temporary_settings
 
         # Prefect read its settings when first imported; point this process at the server explicitly
-        with temporary_settings(updates={PREFECT_API_URL: os.environ["PREFECT_API_URL"]}):
-            return _serve_deployments(schedules, schedules_path, pool, children)
+        lookup = states_lookup(os.environ["PREFECT_API_URL"])
+        reconcile(lookup=lookup)  # runs left `running` by a killed process become `crashed`, now and every 30 s
+        _, stop_reconciler = start_reconciler(30.0, lookup=lookup)
+        try:
+            with temporary_settings(updates={PREFECT_API_URL: os.environ["PREFECT_API_URL"]}):
+                return _serve_deployments(schedules, schedules_path, pool, children)
+        finally:
+            stop_reconciler.set()
     finally:
         for child in reversed(children):
             child.terminate()

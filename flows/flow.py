@@ -96,8 +96,10 @@ def _wait_for_run(session, run_id: int, timeout_s: float = 30.0):
 
 
 def open_run(recipe) -> int:
-    """Create the registry run (or adopt the pending one the API created) and mark it running."""
+    """Create the registry run (or adopt the pending one the API created), record the crashed run of the
+    same recipe it resumes, if any, mark it running and send its first heartbeat."""
     flow_run_id = _flow_run_id()
+    recipe_json = recipe.model_dump(mode="json")
     with session_scope() as s:
         existing = _api_run_id()
         if existing is not None:
@@ -105,10 +107,14 @@ def open_run(recipe) -> int:
             run.flow_run_id = run.flow_run_id or flow_run_id
             run.git_commit = run.git_commit or git_commit()
             run.library_versions = run.library_versions or library_versions()
+            crashed = repo.latest_crashed_run(s, recipe_hash=run.recipe_hash, exclude_run_id=run.id)
+            run.resumed_from_id = run.resumed_from_id or (crashed.id if crashed else None)
         else:
-            run = repo.create_run(s, recipe=recipe.model_dump(mode="json"), flow_run_id=flow_run_id,
-                                  git_commit=git_commit(), library_versions=library_versions())
+            crashed = repo.latest_crashed_run(s, recipe_hash=repo.recipe_hash(recipe_json))
+            run = repo.create_run(s, recipe=recipe_json, flow_run_id=flow_run_id, git_commit=git_commit(),
+                                  library_versions=library_versions(), resumed_from_id=crashed.id if crashed else None)
         repo.set_run_status(s, run_id=run.id, status="running")
+        repo.heartbeat_run(s, run_id=run.id)
         return run.id
 
 

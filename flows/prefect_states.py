@@ -3,6 +3,8 @@ and by the admin API at start."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 
 def flow_run_states(flow_run_ids: list[str], timeout_s: float = 5.0) -> dict[str, str] | None:
     """{flow_run_id: Prefect state type} for run reconciliation, "GONE" for an id Prefect does not know;
@@ -32,3 +34,14 @@ def flow_run_states(flow_run_ids: list[str], timeout_s: float = 5.0) -> dict[str
         return None
     found = {str(r.id): (r.state.type.value if r.state else "PENDING") for r in runs}
     return {raw: found.get(norm, "GONE") for norm, raw in ids.items()}
+
+
+def states_lookup(url: str) -> Callable[[list[str]], dict[str, str] | None]:
+    """`flow_run_states` against the Prefect API at `url`, callable from any thread (the setting is
+    applied per call, since a new thread does not inherit Prefect's settings context)."""
+    def lookup(flow_run_ids: list[str]) -> dict[str, str] | None:
+        from prefect.settings import PREFECT_API_URL, temporary_settings
+
+        with temporary_settings(updates={PREFECT_API_URL: url}):
+            return flow_run_states(flow_run_ids)
+    return lookup

@@ -19,6 +19,7 @@ from typing import Any
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
+from compress.evaluate.timing import host_context, host_metrics
 from compress.tasks import Output, get_task
 from compress.techniques import quantizer
 from flows.record import StageContext, artifact_path, input_shas, run_stage
@@ -141,10 +142,12 @@ def evaluate_stage(run_id: int, recipe, variant, quantized: dict[str, Any], data
     checkpoint_id = quantized["artifacts"]["checkpoint"]
 
     def body(ctx):
+        host = host_context()  # where and under what load it was measured: stored beside the numbers
         metrics = get_task(recipe.task).evaluate(recipe, artifact_path(checkpoint_id, ctx.workdir), local(dataset_id),
                                                  local(teacher_id))
+        metrics = {**host_metrics(host), **metrics}
         ctx.log(metrics)
-        return {"metrics": metrics}
+        return {"metrics": metrics, "host": {k: host[k] for k in ("fingerprint", "cpu_model", "torch") if k in host}}
 
     return _run("evaluate", recipe, name=f"evaluate[{variant.name}]", run_id=run_id, body=body,
                 inputs={"checkpoint": checkpoint_id, "dataset": dataset_id, "teacher": teacher_id},
@@ -169,9 +172,10 @@ def export_stage(run_id: int, recipe, variant, quantized: dict[str, Any], evalua
         steps.append({"step": f"quantize[{variant.name}]", "technique": variant.technique})
         dest = get_task(recipe.task).export(recipe, variant, local(pruned_id), export_path(recipe, variant),
                                             metrics=metrics, lineage=steps, dataset=local(lineage.get("dataset")))
+        host = (evaluated or {}).get("host") or {}
         ctx.register("export", kind="export", path=dest, format=f"export-{variant.technique}", parents=[checkpoint_id],
-                     metadata={"variant": variant.name, "technique": variant.technique, "path": str(dest)},
-                     metrics=metrics)
+                     metadata={"variant": variant.name, "technique": variant.technique, "path": str(dest),
+                               **({"measured_on": host} if host else {})}, metrics=metrics)
         return {"path": str(dest), "metrics": metrics}
 
     return _run("export", recipe, name=f"export[{variant.name}]", run_id=run_id, body=body,
