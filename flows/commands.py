@@ -17,6 +17,8 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("run", help="run a compression recipe (YAML) end to end")
     p.add_argument("recipe", help="recipe file, e.g. recipes/mnist.yaml")
     p.add_argument("--json", action="store_true", help="print the run summary as JSON")
+    p.add_argument("--dask-address", metavar="tcp://HOST:8786",
+                   help="run the variant fan-out on this Dask scheduler (default: SHRINKWRAP_DASK_ADDRESS)")
     p.set_defaults(func=cmd_run)
 
     p = sub.add_parser("runs", help="list pipeline runs in the registry")
@@ -62,7 +64,7 @@ def cmd_run(args) -> int:
     from flows.summary import variant_table
     from registry.config import export_dir
 
-    summary = with_task_runner()(recipe)
+    summary = with_task_runner(dask_address=getattr(args, "dask_address", None))(recipe)
     if args.json:
         print(json.dumps(summary, indent=2, default=str))
         return 0
