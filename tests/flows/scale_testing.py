@@ -93,8 +93,9 @@ def stack_environment(base: dict[str, str]) -> dict[str, str]:
 
 @contextlib.contextmanager
 def local_stack(tmp: Path, workers: int, *, show_logs: bool = True, **extra: str) -> Iterator[tuple[dict, str]]:
-    """`scripts/stack-local up --workers N`; yields (environment of the stack, API base URL)."""
-    base = stack_base(tmp, **extra)
+    """`scripts/stack-local up --workers N`, each worker taking one flow run at a time (WORKER_LIMIT=1) and
+    polling every 2 s; yields (environment of the stack, API base URL)."""
+    base = stack_base(tmp, **({"WORKER_LIMIT": "1", "PREFECT_WORKER_QUERY_SECONDS": "2"} | extra))
     try:
         subprocess.run([str(STACK), "up", "--workers", str(workers)], env=base, check=True, timeout=420)
         yield stack_environment(base), f"http://127.0.0.1:{base['API_PORT']}"
