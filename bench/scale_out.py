@@ -100,7 +100,7 @@ def fanout_seconds(run_id: int) -> float:
 def timed_run(args, prefix: str, flow_) -> tuple[float, float, dict]:
     from flows.recipe import Recipe
 
-    variants = [{"name": f"{prefix}-{i}-{t}", "technique": t, "options": o}
+    variants = [{"name": f"{prefix}-{i}-{t}", "technique": t, **({"options": o} if o else {})}
                 for i, (t, o) in enumerate(FANOUT_VARIANTS[:args.variants])]
     start = time.perf_counter()
     summary = flow_(Recipe.model_validate(recipe(args, name="mnist-fanout", variants=variants)))
