@@ -69,3 +69,14 @@ def test_address_implies_dask_and_conflicts_with_threads(monkeypatch):
     monkeypatch.setenv("SHRINKWRAP_TASK_RUNNER", "ray")
     with pytest.raises(ValueError, match="'ray'"):
         with_task_runner()
+
+
+def test_recipes_and_variants_pickle_by_reference():
+    """Dask ships stage parameters pickled: the generated recipe and variant models must be importable
+    (a by-value pickle of a pydantic model class fails to load on the scheduler: KeyError 'type')."""
+    import pickle
+
+    r = recipe("pickle")
+    again = pickle.loads(pickle.dumps(r))  # plain pickle: by reference only
+    assert again == r and type(again) is type(r)
+    assert [type(v).__name__ for v in again.quantize.active()] == ["NoneVariant", "Int8Variant", "Nf4Variant"]
