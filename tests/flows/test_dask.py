@@ -36,8 +36,9 @@ def test_fan_out_runs_on_an_external_dask_cluster(prefect, registry_env, tmp_pat
     with dask_cluster(2, worker_env(), tmp_path / "dask") as address:
         monkeypatch.delenv("SHRINKWRAP_TASK_RUNNER", raising=False)
         monkeypatch.setenv("SHRINKWRAP_DASK_ADDRESS", address)
-        with Client(address) as client, get_task_stream(client) as stream:
-            on_dask = with_task_runner()(recipe("dask"))
+        with Client(address) as client:
+            with get_task_stream(client) as stream:  # its records arrive when the block ends
+                on_dask = with_task_runner()(recipe("dask"))
             names = {addr: info["name"] for addr, info in client.scheduler_info()["workers"].items()}
             ran = sorted((names[r["worker"]], r["key"].split("-")[0]) for r in stream.data)
     # the scheduler's task records: quantize, evaluate and export of every variant ran on the cluster, and
