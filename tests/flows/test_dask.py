@@ -54,7 +54,8 @@ def test_fan_out_runs_on_an_external_dask_cluster(prefect, registry_env, tmp_pat
     want, got = metrics_by_technique(threads), metrics_by_technique(on_dask)
     for technique in TECHNIQUES:
         assert got[technique]["accuracy"] == pytest.approx(want[technique]["accuracy"], abs=0.005), technique
-        assert got[technique]["file_bytes"] == want[technique]["file_bytes"], technique
+        # the same weights; the export's metadata holds the (different) model and variant names
+        assert got[technique]["file_bytes"] == pytest.approx(want[technique]["file_bytes"], abs=200), technique
     assert on_dask["registered"]["promoted"]["variant"] == "dask-nf4"
 
 
