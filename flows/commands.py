@@ -18,6 +18,8 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("run", help="run a compression recipe (YAML) end to end")
     p.add_argument("recipe", help="recipe file, e.g. recipes/mnist.yaml")
     p.add_argument("--json", action="store_true", help="print the run summary as JSON")
+    p.add_argument("--dask-address", metavar="tcp://HOST:8786",
+                   help="run the variant fan-out on this Dask scheduler (default: SHRINKWRAP_DASK_ADDRESS)")
     p.set_defaults(func=cmd_run)
 
     p = sub.add_parser("server", help="the local Prefect server that `run` starts once and reuses")
@@ -66,7 +68,7 @@ def cmd_run(args) -> int:
     except SchemaOutOfDate as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    summary = _run_flow(recipe)
+    summary = _run_flow(recipe, dask_address=getattr(args, "dask_address", None))
     from flows.summary import variant_table
     from registry.config import export_dir
 
@@ -86,7 +88,7 @@ def cmd_run(args) -> int:
     return 0
 
 
-def _run_flow(recipe) -> dict[str, Any]:
+def _run_flow(recipe, *, dask_address: str | None = None) -> dict[str, Any]:
     """Run the flow in this process, on PREFECT_API_URL or on the local server that later runs reuse."""
     import os
 
@@ -102,7 +104,7 @@ def _run_flow(recipe) -> dict[str, Any]:
     from flows.flow import with_task_runner
 
     with active_run(), temporary_settings(updates={PREFECT_API_URL: os.environ["PREFECT_API_URL"]}):
-        return with_task_runner()(recipe)
+        return with_task_runner(dask_address=dask_address)(recipe)
 
 
 def cmd_server(args) -> int:

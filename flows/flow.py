@@ -204,23 +204,35 @@ def compress_model(recipe: AnyRecipe) -> dict[str, Any]:
     return summary
 
 
-def with_task_runner(flow_=None):
-    """`compress_model` with the task runner SHRINKWRAP_TASK_RUNNER asks for: `threads` (default, Prefect's
-    ThreadPoolTaskRunner) or `dask` (prefect-dask: a local Dask cluster of SHRINKWRAP_DASK_WORKERS
-    single-threaded processes, for parameter sweeps with many variants)."""
-    flow_ = flow_ or compress_model
-    kind = os.environ.get("SHRINKWRAP_TASK_RUNNER", "threads")
-    if kind == "threads":
-        return flow_
-    if kind != "dask":
-        raise ValueError(f"SHRINKWRAP_TASK_RUNNER={kind!r}; expected 'threads' or 'dask'")
+def dask_task_runner(address: str | None = None, workers: int | None = None):
+    """A prefect-dask DaskTaskRunner: on the existing cluster at `address` (`tcp://host:8786`, started with
+    `dask scheduler` / `dask worker`), else on a LocalCluster of `workers` single-threaded processes."""
     try:
         from prefect_dask import DaskTaskRunner
     except ImportError as err:
-        raise ImportError("SHRINKWRAP_TASK_RUNNER=dask needs prefect-dask: pip install 'shrinkwrap[dask]'") from err
-    workers = int(os.environ.get("SHRINKWRAP_DASK_WORKERS", "2"))
-    return flow_.with_options(task_runner=DaskTaskRunner(
-        cluster_kwargs={"n_workers": workers, "threads_per_worker": 1, "processes": True}))
+        raise ImportError("the Dask task runner needs prefect-dask: pip install 'shrinkwrap[dask]'") from err
+    if address:
+        return DaskTaskRunner(address=address)
+    workers = workers or int(os.environ.get("SHRINKWRAP_DASK_WORKERS", "2"))
+    return DaskTaskRunner(cluster_kwargs={"n_workers": workers, "threads_per_worker": 1, "processes": True})
+
+
+def with_task_runner(flow_=None, *, dask_address: str | None = None):
+    """`compress_model` with the task runner SHRINKWRAP_TASK_RUNNER asks for: `threads` (default, Prefect's
+    ThreadPoolTaskRunner) or `dask` (prefect-dask, for parameter sweeps with many variants). A Dask scheduler
+    address (`dask_address`, else SHRINKWRAP_DASK_ADDRESS) runs the variant fan-out on that existing cluster
+    and implies `dask`; without one, `dask` starts a local cluster of SHRINKWRAP_DASK_WORKERS processes."""
+    flow_ = flow_ or compress_model
+    address = dask_address or os.environ.get("SHRINKWRAP_DASK_ADDRESS") or None
+    kind = os.environ.get("SHRINKWRAP_TASK_RUNNER") or ("dask" if address else "threads")
+    if kind not in ("threads", "dask"):
+        raise ValueError(f"SHRINKWRAP_TASK_RUNNER={kind!r}; expected 'threads' or 'dask'")
+    if kind == "threads" and address:
+        raise ValueError(f"a Dask address ({address!r}) was given but SHRINKWRAP_TASK_RUNNER=threads; "
+                         "unset SHRINKWRAP_TASK_RUNNER (or set it to 'dask') to use the cluster")
+    if kind == "threads":
+        return flow_
+    return flow_.with_options(task_runner=dask_task_runner(address))
 
 
 def export_locations(summary: dict[str, Any]) -> dict[str, Path]:

@@ -58,7 +58,14 @@ def _variant_model(name: str):
         fields["options"] = (technique.config, Field(default_factory=technique.config,
                                                      description=f"{technique.config.__name__} fields"))
     cls_name = "".join(part.capitalize() for part in name.replace("-", "_").split("_")) + "Variant"
-    return create_model(cls_name, __base__=_VariantBase, __module__=__name__, **fields)
+    return _module_attribute(create_model(cls_name, __base__=_VariantBase, __module__=__name__, **fields))
+
+
+def _module_attribute(model):
+    """Make a generated model importable as `flows.recipe.<Name>`, so pickle (Dask, process pools) sends
+    it by reference; pickled by value, a pydantic model class fails to load (KeyError: 'type')."""
+    globals()[model.__name__] = model
+    return model
 
 
 def _variant_union():
@@ -152,9 +159,10 @@ class RecipeBase(Section):
 
 def _recipe_model(task):
     cls_name = "".join(part.capitalize() for part in task.name.split("_")) + "Recipe"
-    return create_model(cls_name, __base__=(RecipeBase, task.sections), __module__=__name__,
-                        __doc__=f"A `task: {task.name}` recipe. {task.sections.__doc__ or ''}".strip(),
-                        task=(Literal[task.name], Field(task.name, description="the kind of model (compress/tasks/)")))
+    return _module_attribute(create_model(
+        cls_name, __base__=(RecipeBase, task.sections), __module__=__name__,
+        __doc__=f"A `task: {task.name}` recipe. {task.sections.__doc__ or ''}".strip(),
+        task=(Literal[task.name], Field(task.name, description="the kind of model (compress/tasks/)"))))
 
 
 def _titled(model, title: str):

@@ -227,9 +227,12 @@ def artifact_path(artifact_id: int, dest: Path | None = None) -> Path:
     with session_scope() as s:
         art = repo.get_artifact(s, artifact_id=artifact_id)
         sha, is_dir, fmt = art.sha256, art.is_dir, art.format
-    if not is_dir:
+    if not is_dir and store().fs is None:
         return store().path(sha)
     dest = dest or Path(tempfile.mkdtemp(prefix="shrinkwrap-artifact-"))
+    if not is_dir:  # an fsspec store (s3://, gs://, ...): a verified local copy
+        target = dest / f"{artifact_id}-{fmt}"
+        return target if target.is_file() else store().get_file(sha, target)
     target = dest / f"{artifact_id}-{fmt}"
     if not target.exists():  # whole or absent: concurrent stages may ask for the same folder at once
         partial = Path(tempfile.mkdtemp(prefix=f".{artifact_id}-", dir=dest))

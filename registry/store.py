@@ -88,6 +88,12 @@ class ArtifactStore:
     def _remote(self, sha256: str) -> str:
         return f"{self._remote_root}/{self._rel(sha256)}"
 
+    def _remote_target(self, sha256: str) -> str:
+        """The blob's remote path, its folder created (object stores ignore this; a filesystem needs it)."""
+        target = self._remote(sha256)
+        self.fs.makedirs(target.rsplit("/", 1)[0], exist_ok=True)
+        return target
+
     def exists(self, sha256: str) -> bool:
         if self.fs is not None:
             return self.fs.exists(self._remote(sha256))
@@ -98,7 +104,7 @@ class ArtifactStore:
         sha = hashlib.sha256(data).hexdigest()
         if self.fs is not None:
             if not self.fs.exists(self._remote(sha)):
-                self.fs.pipe_file(self._remote(sha), data)
+                self.fs.pipe_file(self._remote_target(sha), data)
             return Blob(sha, len(data), self.uri(sha))
         tmp = self._tmp_file()
         with open(tmp, "wb") as fh:
@@ -113,7 +119,7 @@ class ArtifactStore:
         if self.fs is not None:
             sha, size = _hash_file(path)
             if not self.fs.exists(self._remote(sha)):
-                self.fs.put_file(str(path), self._remote(sha))
+                self.fs.put_file(str(path), self._remote_target(sha))
             return Blob(sha, size, self.uri(sha))
         tmp = self._tmp_file()
         digest, size = hashlib.sha256(), 0

@@ -116,3 +116,49 @@ def test_fsspec_memory_root(make_file, tmp_path):
         store.verify(blob.sha256)
     store.delete(blob.sha256)
     assert not store.exists(blob.sha256)
+
+
+# -- fsspec roots (the shared artifact store of several workers: s3://, gs://, a network file system) --
+@pytest.fixture(params=["memory", "local"])
+def remote_root(request, tmp_path):
+    """An fsspec root that takes the non-local branch: fsspec's in-memory filesystem, or its local one
+    addressed as `local://` (a shared directory seen through fsspec, as an NFS mount would be)."""
+    if request.param == "memory":
+        import fsspec
+
+        root = f"memory://sw-{tmp_path.name}"
+        yield root
+        fsspec.filesystem("memory").rm(root.removeprefix("memory://"), recursive=True)
+    else:
+        yield f"local://{tmp_path / 'shared'}"
+
+
+def test_fsspec_root_directory_roundtrip_and_maintenance(remote_root, tmp_path):
+    store = ArtifactStore(remote_root)
+    assert store.fs is not None and store.root is None  # the fsspec branch, not the local one
+    src = tmp_path / "export"
+    (src / "sub").mkdir(parents=True)
+    (src / "config.json").write_text('{"a": 1}')
+    (src / "sub" / "weights.bin").write_bytes(b"w" * 5000)
+    blob = store.put(src)
+    assert blob.is_dir and blob.bytes == 5008 and blob.uri.startswith(remote_root.rstrip("/"))
+    assert store.put_dir(src) == blob  # dedup: same manifest, same blobs
+    assert len(set(store.iter_blobs())) == 3  # two files + the manifest
+    out = store.materialize_dir(blob.sha256, tmp_path / "copy")
+    assert (out / "sub" / "weights.bin").read_bytes() == b"w" * 5000 and store.verify_dir(blob.sha256) == 5008
+    assert store.age_seconds(blob.sha256) >= 0.0 and store.stale_temp_files(0) == []
+    for sha in list(store.iter_blobs()):
+        store.delete(sha)
+    assert list(store.iter_blobs()) == []
+
+
+def test_fsspec_store_is_shared_between_instances(remote_root, make_file, tmp_path):
+    """What one worker writes another (a separate ArtifactStore on the same root) reads and verifies."""
+    writer, reader = ArtifactStore(remote_root), ArtifactStore(remote_root)
+    blob = writer.put_file(make_file(b"checkpoint" * 100))
+    assert reader.exists(blob.sha256) and reader.read_bytes(blob.sha256) == b"checkpoint" * 100
+    assert reader.get_file(blob.sha256, tmp_path / "local.bin").read_bytes() == b"checkpoint" * 100
+    writer.fs.pipe_file(writer._remote(blob.sha256), b"damaged")
+    with pytest.raises(ArtifactCorrupt, match=blob.sha256):
+        reader.get_file(blob.sha256, tmp_path / "again.bin")
+    assert not (tmp_path / "again.bin").exists()
