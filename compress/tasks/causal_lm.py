@@ -266,8 +266,13 @@ class CausalLM:
         report = distill_lm(student, tokenizer, data, p.distill_config(recipe.seed),
                             teacher=reference if p.kd_source == "teacher" else None)
         student.eval()
+        from compress.evaluate.lm import perplexity
+
         metrics = {**lm_quality(student, tokenizer, dataset, teacher, recipe),
-                   "distill_tokens": float(report.get("tokens", 0)), "distill_seconds": float(report.get("seconds", 0))}
+                   "distill_tokens": float(report.get("tokens", 0)), "distill_seconds": float(report.get("seconds", 0)),
+                   "teacher_perplexity": float(perplexity(reference, tokenizer, _texts(dataset)["heldout"],
+                                                          max_length=p.max_length))}
+        metrics["perplexity_vs_teacher"] = metrics["perplexity"] / metrics["teacher_perplexity"]
         return Output(save_hf(student, tokenizer, workdir / "student"), "hf", metrics=metrics,
                       extra={"metrics": metrics})
 
