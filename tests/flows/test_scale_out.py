@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
+import sys
 import time
 
 import httpx
@@ -48,11 +50,16 @@ def test_two_workers_share_four_runs_and_a_killed_run_crashes(tmp_path):
         run_id, flow_run_id = submit(client, small(seed=10))
         _kill_when_distilling(client, run_id, flow_run_id, env)
         assert _wait_state(flow_run_id, env, "CRASHED") == "CRASHED"
-        # TODO(issue 18): assert the registry run ends `crashed` once reconcile_runs is on main, e.g.
-        # TODO(issue 18): assert client.get(f"/runs/{run_id}").json()["status"] == "crashed"
+        # the next `shrinkwrap runs` reconciles: Prefect says CRASHED, so the registry run becomes crashed
+        listing = subprocess.run([sys.executable, "-m", "shrinkwrap", "runs"], env=env, capture_output=True,
+                                 text=True, timeout=120)
+        assert listing.returncode == 0, listing.stderr
+        killed = client.get(f"/runs/{run_id}").json()
+        assert killed["status"] == "crashed" and killed["error"], killed
         again, _ = submit(client, small(seed=10))
         rerun = wait_runs(client, [again], timeout_s=600)[again]
         assert rerun["status"] == "completed", rerun
+        assert rerun["resumed_from_id"] == run_id  # the rerun records which crashed run it resumed
         assert {st["name"]: st["status"] for st in rerun["stages"]}["dataset"] == "cached"  # resumed from the cache
     dispose_engines()
 
