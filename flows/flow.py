@@ -180,12 +180,19 @@ def compress_model(recipe: AnyRecipe) -> dict[str, Any]:
     variants = recipe.quantize.active()
     lineage = {"dataset": dataset_id, "teacher": teacher_id, "soft_labels": soft_id,
                "student": student["artifacts"]["checkpoint"], "pruned": checkpoint_id}
-    quantized = {v.name: stages.quantize_stage.submit(run_id, recipe, v, checkpoint_id, dataset_id) for v in variants}
-    evaluated = {v.name: (stages.evaluate_stage.submit(run_id, recipe, v, quantized[v.name], dataset_id, teacher_id)
-                          if recipe.evaluate.enabled else None) for v in variants}
-    exported = {v.name: (stages.export_stage.submit(run_id, recipe, v, quantized[v.name], evaluated[v.name],
-                                                    checkpoint_id, lineage)
-                         if recipe.export.enabled else None) for v in variants}
+    # One branch per variant. A task whose models load through transformers runs them one after the other
+    # (`parallel_variants = False`): from_pretrained's empty-weights init patches nn.Module globally, so a
+    # second thread building a model at that moment gets meta tensors.
+    parallel = getattr(task, "parallel_variants", True)
+    quantized, evaluated, exported = {}, {}, {}
+    for v in variants:
+        quantized[v.name] = stages.quantize_stage.submit(run_id, recipe, v, checkpoint_id, dataset_id)
+        evaluated[v.name] = (stages.evaluate_stage.submit(run_id, recipe, v, quantized[v.name], dataset_id,
+                                                          teacher_id) if recipe.evaluate.enabled else None)
+        exported[v.name] = (stages.export_stage.submit(run_id, recipe, v, quantized[v.name], evaluated[v.name],
+                                                       checkpoint_id, lineage) if recipe.export.enabled else None)
+        if not parallel:
+            wait([f for f in (quantized[v.name], evaluated[v.name], exported[v.name]) if f is not None])
     futures = {**{f"q:{k}": f for k, f in quantized.items()}, **{f"e:{k}": f for k, f in evaluated.items()},
                **{f"x:{k}": f for k, f in exported.items()}}
     results = _resolve(futures)

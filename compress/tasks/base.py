@@ -112,7 +112,8 @@ class Task(Protocol):
 
 
 # Optional members a task may add: `preflight(recipe)` (cheap checks of the user's files, run by the flow
-# before any stage) and `path_fields` (dotted recipe fields holding paths, resolved against the recipe file).
+# before any stage), `path_fields` (dotted recipe fields holding paths, resolved against the recipe file) and
+# `parallel_variants = False` (run the variant branches one after the other, e.g. for transformers models).
 
 TASKS: dict[str, Task] = {}
 

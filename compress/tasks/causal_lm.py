@@ -177,6 +177,7 @@ class CausalLM:
     name = "causal_lm"
     sections = CausalLMSections
     path_fields = ("llm.teacher", "llm.corpus")  # resolved against the recipe file's folder
+    parallel_variants = False  # transformers model loading is not thread-safe (see flows/flow.py)
     sources = {
         "dataset": ("compress.llm.corpus", *_SHARED),
         "teacher": _SHARED,

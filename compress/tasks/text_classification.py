@@ -131,6 +131,7 @@ class TextClassificationTask:
     name: str = "text_classification"
     sections: type = TextClassificationSections
     path_fields = ("data.train", "data.test", "teacher.model")  # resolved against the recipe file's folder
+    parallel_variants = False  # transformers model loading is not thread-safe (see flows/flow.py)
     sources: dict = dataclasses.field(default_factory=lambda: {
         "dataset": (*_BASE, "compress.text.data", "compress.text.shakespeare"),
         "teacher": (*_BASE, "compress.text.models", "compress.text.train"),
