@@ -11,6 +11,7 @@ from typing import Any
 from prefect import flow, task
 from prefect.cache_policies import NO_CACHE
 
+from compress.evaluate.timing import host_context, host_metrics
 from flows.recipe import Recipe
 from registry import repository as repo
 from registry.session import session_scope
@@ -26,9 +27,11 @@ def _version_inputs(model: str, alias: str) -> dict[str, Any]:
         if version.run is None:
             raise LookupError(f"{model}@{alias} (version {version.version}) has no pipeline run, so its recipe is "
                               "unknown; re-evaluate a version registered by compress-model")
+        measured_on = (repo.get_artifact(s, artifact_id=version.artifact_id).meta or {}).get("measured_on") or {}
         return {"version_id": version.id, "version": version.version, "artifact_id": version.artifact_id,
                 "recipe": version.run.recipe, "dataset_id": ids.get("dataset"), "teacher_id": ids.get("teacher"),
-                "registered": repo.latest_values(s, version_id=version.id)}
+                "registered": repo.latest_values(s, version_id=version.id),
+                "registered_host": measured_on.get("fingerprint")}
 
 
 @task(name="reevaluate", retries=1, timeout_seconds=1800, cache_policy=NO_CACHE, persist_result=False)
@@ -40,15 +43,21 @@ def reevaluate_version(model: str, alias: str) -> dict[str, Any]:
     if info["dataset_id"] is None:
         raise LookupError(f"{model}@{alias}: no dataset in the version's lineage; cannot re-evaluate")
     recipe = Recipe.model_validate(info["recipe"])
+    host = host_context()
     fresh = get_task(recipe.task).evaluate(recipe, local(info["artifact_id"]), local(info["dataset_id"]),
                                            local(info["teacher_id"]))
     with session_scope() as s:
         repo.log_metrics(s, metrics=fresh, version_id=info["version_id"], stage="reevaluate")
-    return {"model": model, "alias": alias, "version": info["version"], "fresh": fresh,
-            "registered": info["registered"]}
+    return {"model": model, "alias": alias, "version": info["version"], "fresh": {**host_metrics(host), **fresh},
+            "registered": info["registered"], "registered_host": info["registered_host"],
+            "host": host["fingerprint"]}
 
 
 def comparison_markdown(result: dict[str, Any]) -> str:
+    """Registered against fresh metrics. Latencies compare only like for like: when the host context
+    (cpu model, cpu count, timing threads, device, torch) differs or is unknown, their change is not
+    drift and the table says so instead of printing it."""
+    like_for_like = result.get("registered_host") is not None and result.get("registered_host") == result.get("host")
     lines = [f"# {result['model']}@{result['alias']} (version {result['version']}): re-evaluation", "",
              "| metric | registered | now | change |", "|---|---:|---:|---:|"]
     for name in COMPARED:
@@ -56,6 +65,8 @@ def comparison_markdown(result: dict[str, Any]) -> str:
         if new is None:
             continue
         change = f"{new - old:+.6g}" if old is not None else "-"
+        if name.startswith("latency") and not like_for_like:
+            change = "not comparable: measured on another host context"
         lines.append(f"| {name} | {old if old is not None else '-'} | {new:.6g} | {change} |")
     return "\n".join(lines)
 
