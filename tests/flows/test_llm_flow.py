@@ -1,6 +1,5 @@
 """The causal-LM path end to end on a tiny budget: the real SmolLM2 teacher (packaged GGUF, converted
-once into the cache), 4 generated answers, the default student (the teacher pruned by 25%, structured),
-2 recovery steps, fp32 + int8 variants with perplexity / agreement / tokens/s, HF-layout exports and
+once into the cache), 4 generated answers, a 1-layer student, 2 distillation steps, fp32 + int8 variants with perplexity / agreement / tokens/s, HF-layout exports and
 registry versions, and a re-evaluation of one of them."""
 
 from __future__ import annotations
@@ -20,8 +19,10 @@ pytestmark = [pytest.mark.postgres, pytest.mark.slow]
 def tiny_smollm2() -> dict:
     data = yaml.safe_load((ROOT / "recipes" / "smollm2.yaml").read_text())
     data["name"] = "smollm2-test"
+    # a 1-layer first_layers student keeps this test's exports small (the default, a 25%-pruned SmolLM2,
+    # writes ~430 MB per export; its path runs on a tiny Llama in tests/compress/tasks/test_task_stages.py)
     data["llm"].update(n_prompts=4, n_heldout=2, max_new_tokens=8, gen_batch_size=4, steps=2, batch_size=2,
-                       max_length=64, n_calibration=2, calibration_length=32, n_corpus_passages=4)
+                       max_length=64, student="first_layers", student_layers=1, kd_source="topk")
     data["quantize"]["variants"] = data["quantize"]["variants"][:2]  # fp32, int8
     data["gguf"] = {"types": [], "variants": []}
     return data
