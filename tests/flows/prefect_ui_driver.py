@@ -58,7 +58,7 @@ def serve_with_dashboard(workdir: Path, schedules: Path, timeout_s: float = 180)
     env |= {"PYTHONPATH": str(ROOT), "PREFECT_HOME": str(workdir / "prefect"), "SHRINKWRAP_PREFECT_PORT": str(port)}
     log = workdir / "serve.log"
     with log.open("w") as out:
-        proc = subprocess.Popen([sys.executable, "-m", "flows.cli", "serve", "--no-api", "--schedules", str(schedules)],
+        proc = subprocess.Popen([sys.executable, "-m", "shrinkwrap", "serve", "--no-api", "--schedules", str(schedules)],
                                 cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
     api = f"http://127.0.0.1:{port}/api"
     try:
