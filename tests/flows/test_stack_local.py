@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import time
 import uuid
@@ -14,24 +13,9 @@ import uuid
 import httpx
 import pytest
 from flows_testing import ROOT, tiny_mnist
+from scale_testing import STACK, free_port, stack_environment
 
 pytestmark = [pytest.mark.postgres, pytest.mark.slow]
-STACK = ROOT / "scripts" / "stack-local"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def stack_environment(base: dict[str, str]) -> dict[str, str]:
-    out = subprocess.run([str(STACK), "env"], env=base, capture_output=True, text=True, check=True).stdout
-    env = dict(base)
-    for line in out.splitlines():
-        key, _, value = line.removeprefix("export ").partition("=")
-        env[key] = value
-    return env
 
 
 @pytest.fixture
