@@ -12,7 +12,7 @@ from sqlalchemy import or_, select
 from sqlalchemy.orm import Session
 
 from registry.models import Artifact, Metric, Model, ModelVersion
-from registry.repository import ARTIFACT_BYTES, get_model, pareto_front
+from registry.repository import ARTIFACT_BYTES, get_model, like_for_like, pareto_front
 
 
 def version_values(session: Session, model: Model, names: set[str]) -> dict[int, dict[str, float]]:
@@ -44,14 +44,23 @@ def version_values(session: Session, model: Model, names: set[str]) -> dict[int,
 
 
 def compare_versions(session: Session, *, model_name: str, x_metric: str, y_metric: str, minimize_x: bool,
-                     maximize_y: bool) -> dict:
+                     maximize_y: bool, host: str | None = None) -> dict:
+    """Every version with both metrics, and the front. A timing metric on either axis restricts both to
+    the versions measured on one host context (`host`, default the newest version's): latencies from
+    different machines or thread counts are not comparable, and the answer names who was left out."""
     model = get_model(session, name=model_name)
     values = version_values(session, model, {x_metric, y_metric})
+    ids = dict(session.execute(select(ModelVersion.version, ModelVersion.id)
+                               .where(ModelVersion.model_id == model.id)).all())
+    both = {ids[n] for n, v in values.items() if x_metric in v and y_metric in v}
+    like = like_for_like(session, model.id, both, (x_metric, y_metric), host)
     front = [p.version.version for p in pareto_front(session, model_name=model_name, x_metric=x_metric,
                                                      y_metric=y_metric, minimize_x=minimize_x,
-                                                     maximize_y=maximize_y)]
+                                                     maximize_y=maximize_y, host=like.host)]
     on_front = set(front)
     data = [{"version": number, "x": v[x_metric], "y": v[y_metric], "pareto": number in on_front}
-            for number, v in sorted(values.items()) if x_metric in v and y_metric in v]
+            for number, v in sorted(values.items()) if ids[number] in like.kept]
+    number_of = {vid: n for n, vid in ids.items()}
     return {"model_name": model_name, "x_metric": x_metric, "y_metric": y_metric, "minimize_x": minimize_x,
-            "maximize_y": maximize_y, "data": data, "front": front}
+            "maximize_y": maximize_y, "data": data, "front": front, "host": like.host,
+            "excluded": sorted(number_of[v] for v in like.excluded), "note": like.note}

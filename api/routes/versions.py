@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
+import orjson
 from fastapi import APIRouter, Path, Query, Response
 from sqlalchemy.orm import Session
 
@@ -26,17 +27,30 @@ from registry.repository import versions as repo
 from registry.repository.gates import Gate
 
 router = APIRouter(prefix="/models/{name}", tags=["versions"])
+VERSION_FIELDS = tuple(VersionPublic.model_fields)
+
+
+def fast_json(content) -> Response:
+    """JSON of plain dicts, lists, numbers, strings and aware datetimes (written with `Z`, as pydantic
+    writes UTC), for routes whose rows already have their schema's types."""
+    return Response(orjson.dumps(content, option=orjson.OPT_UTC_Z), media_type="application/json")
 VersionPath = Annotated[int, Path(ge=1, le=2**31 - 1, description="version number")]
 AliasPath = Annotated[str, Path(pattern=ALIAS_PATTERN, max_length=100, description="alias, e.g. production")]
 MetricQuery = Annotated[str, Query(pattern=METRIC_PATTERN, max_length=200)]
+HostQuery = Annotated[str | None, Query(pattern=r"^[0-9a-f]{16}$", description=(
+    "with a timing metric on an axis: compare the versions measured on this host fingerprint "
+    "(default: the newest version's)"))]
 
 
 @router.get("/versions", response_model=VersionsPublic, summary="List versions, newest first")
 async def list_versions(db: DbDep, name: ModelNamePath, page: PageDep):
-    # plain dicts from prebuilt Core statements, validated once by the response_model
+    # The hottest read: plain dicts from prebuilt Core statements, written by orjson in VersionPublic's
+    # field order instead of validated into 100 models and dumped (0.2 ms of a ~2 ms request). The rows'
+    # types come from the registry's columns; tests/api/test_api_versions.py checks the bytes validate
+    # against VersionsPublic and equal what FastAPI's own serialisation gives.
     rows, total = await db.run(lambda s: repo.list_version_dicts(s, model_name=name, limit=page.limit,
                                                                  offset=page.offset))
-    return {"data": rows, "count": total}
+    return fast_json({"data": [{k: r[k] for k in VERSION_FIELDS} for r in rows], "count": total})
 
 
 @router.get("/versions/{version}", response_model=VersionPublic, summary="Get a version")
@@ -89,6 +103,6 @@ async def remove_alias(db: DbDep, name: ModelNamePath, alias: AliasPath):
 @router.get("/compare", response_model=ComparePublic,
             summary="Versions on two metrics with their Pareto front (e.g. x=artifact_bytes, y=accuracy)")
 async def compare(db: DbDep, name: ModelNamePath, x: MetricQuery, y: MetricQuery,
-                  minimize_x: bool = True, maximize_y: bool = True):
+                  minimize_x: bool = True, maximize_y: bool = True, host: HostQuery = None):
     return await db.run(lambda s: compare_versions(s, model_name=name, x_metric=x, y_metric=y,
-                                                   minimize_x=minimize_x, maximize_y=maximize_y))
+                                                   minimize_x=minimize_x, maximize_y=maximize_y, host=host))

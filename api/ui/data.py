@@ -18,7 +18,7 @@ from sqlalchemy import bindparam, func, select, union
 from sqlalchemy.orm import Session
 
 from registry.models import Artifact, Metric, ModelAlias, ModelVersion
-from registry.repository import ARTIFACT_BYTES, get_model, list_aliases, list_models
+from registry.repository import ARTIFACT_BYTES, get_model, like_for_like, list_aliases, list_models
 
 QUALITY_METRICS = ("accuracy", "perplexity", "agreement", "top1", "f1")  # first one present is shown
 LATENCY_METRICS = ("latency_p50_ms", "latency_ms", "latency_p95_ms")
@@ -163,13 +163,16 @@ def model_page(session: Session, *, name: str, view: ModelView) -> dict[str, Any
                                                                                   ("latency", latency)) if m in narrow})
     minimize_x, maximize_y = lower_is_better(x), not lower_is_better(y)
     plotted = [r for r in rows if r["x"] is not None and r["y"] is not None]
+    like = like_for_like(session, model.id, {r["id"] for r in plotted}, (x, y))  # timings: one host context
+    plotted = [r for r in plotted if r["id"] in like.kept]
     points = [(r["version"], r["x"], r["y"]) for r in plotted]
     front = front_versions([p for p, r in zip(points, plotted, strict=True) if r["status"] == "ready"],
                            minimize_x, maximize_y)
     return {"model": {"name": model.name, "description": model.description, "archived": model.archived},
             "quality": quality, "latency": latency, "axes": axes, "x": x, "y": y, "minimize_x": minimize_x,
             "maximize_y": maximize_y, "sort": sort, "descending": view.descending, "page": page, "pages": pages,
-            "total": len(rows), "rows": shown, "points": points, "front": front, "aliases": aliases}
+            "total": len(rows), "rows": shown, "points": points, "front": front, "aliases": aliases,
+            "host": like.host, "plot_note": like.note}
 
 
 def _aliases_by_version(aliases: dict[str, int]):

@@ -24,6 +24,8 @@ layers are `Linear4bit` subclasses (`SafeLinear4bit`) that dequantize such layer
 from __future__ import annotations
 
 import dataclasses
+import functools
+import sys
 from collections.abc import Callable, Iterable
 from typing import Any, ClassVar
 
@@ -94,15 +96,12 @@ class FP4Config(_FourBitConfig):
     quant_type: ClassVar[str] = "fp4"
 
 
-try:
-    import bitsandbytes
-except ImportError:  # pragma: no cover - exports still load through compress.quantize.dequant
-    bitsandbytes = None
-
 _TORCH_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
 def _bnb():
+    """bitsandbytes, imported on first use: it pulls in torch._dynamo and costs ~3 s of start-up, which a
+    run without a bitsandbytes variant (and every CLI command) should not pay."""
     try:
         import bitsandbytes as bnb
     except ImportError as err:  # pragma: no cover - bitsandbytes is a project dependency
@@ -111,8 +110,17 @@ def _bnb():
     return bnb
 
 
-if bitsandbytes is not None:
-    class SafeLinear4bit(bitsandbytes.nn.Linear4bit):
+def _loaded_bnb():
+    """bitsandbytes if something imported it already, else None: a module can only be a bitsandbytes
+    layer once bitsandbytes is imported, so the describe hooks need not import it to answer no."""
+    return sys.modules.get("bitsandbytes")
+
+
+@functools.cache
+def _safe_linear4bit() -> type:
+    bnb = _bnb()
+
+    class SafeLinear4bit(bnb.nn.Linear4bit):
         """`bnb.nn.Linear4bit` with a correct CPU forward when in_features is not a multiple of the
         blocksize (see module docstring); identical to it otherwise."""
 
@@ -126,6 +134,15 @@ if bitsandbytes is not None:
             dtype = self.compute_dtype or x.dtype
             bias = None if self.bias is None else self.bias.to(dtype)
             return F.linear(x.to(dtype), w.to(dtype), bias).to(x.dtype)  # (..., out_features)
+
+    SafeLinear4bit.__module__, SafeLinear4bit.__qualname__ = __name__, "SafeLinear4bit"  # pickles by name
+    return SafeLinear4bit
+
+
+def __getattr__(name: str):  # `compress.quantize.bnb.SafeLinear4bit` (what pickle looks up), built on demand
+    if name == "SafeLinear4bit":
+        return _safe_linear4bit()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def is_skipped(name: str, skip_modules: Iterable[str]) -> bool:
@@ -172,7 +189,7 @@ def to_linear4bit(linear: nn.Linear, quant_type: str, double_quant: bool, comput
     """A 4-bit `Linear4bit` (nf4 | fp4, block 64) holding `linear`'s weights."""
     bnb = _bnb()
     device = linear.weight.device
-    layer = SafeLinear4bit(linear.in_features, linear.out_features, bias=linear.bias is not None,
+    layer = _safe_linear4bit()(linear.in_features, linear.out_features, bias=linear.bias is not None,
                               compute_dtype=_TORCH_DTYPES[compute_dtype], compress_statistics=double_quant,
                               quant_type=quant_type, device="meta")
     layer.weight = bnb.nn.Params4bit(linear.weight.detach().cpu(), requires_grad=False, quant_type=quant_type,
@@ -202,14 +219,16 @@ def _mark(model: nn.Module, config, names: list[str]) -> nn.Module:
 
 
 def _describe_int8(module: nn.Module) -> dict[str, Any] | None:
-    if bitsandbytes is None or not isinstance(module, bitsandbytes.nn.Linear8bitLt):
+    bnb = _loaded_bnb()
+    if bnb is None or not isinstance(module, bnb.nn.Linear8bitLt):
         return None
     return {"threshold": float(module.state.threshold)}
 
 
 def _describe_4bit(quant_type: str) -> Callable[[nn.Module], dict[str, Any] | None]:
     def describe(module: nn.Module) -> dict[str, Any] | None:
-        if bitsandbytes is None or not isinstance(module, bitsandbytes.nn.Linear4bit):
+        bnb = _loaded_bnb()
+        if bnb is None or not isinstance(module, bnb.nn.Linear4bit):
             return None
         qs = module.weight.quant_state
         if qs.quant_type != quant_type:
@@ -246,7 +265,7 @@ def linear4bit_from_tensors(tensors: dict[str, torch.Tensor], *, compute_dtype: 
     stats = {k.removeprefix("weight."): v for k, v in tensors.items() if k.startswith("weight.")}
     qs = bnb.functional.QuantState.from_dict(dict(stats), device=torch.device(device))
     out_features, in_features = qs.shape
-    layer = SafeLinear4bit(in_features, out_features, bias="bias" in tensors,
+    layer = _safe_linear4bit()(in_features, out_features, bias="bias" in tensors,
                               compute_dtype=_TORCH_DTYPES[compute_dtype], compress_statistics=qs.nested,
                               quant_type=qs.quant_type, device="meta")
     layer.weight = bnb.nn.Params4bit.from_prequantized(tensors["weight"], stats, device=device, module=layer)

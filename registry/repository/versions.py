@@ -246,17 +246,72 @@ class ParetoPoint:
     y: float
 
 
+def timing_metric(name: str) -> bool:
+    """Latency and throughput metrics: they measure the machine as much as the model, so they compare
+    only between versions measured on the same host context (the export's `measured_on.fingerprint`:
+    cpu model, cpu count, timing threads, device, torch)."""
+    n = name.lower()
+    return n.startswith("latency") or "_ms" in n or "_per_s" in n
+
+
+def measured_hosts(session: Session, model_id: int) -> dict[int, str | None]:
+    """{version id: host fingerprint its metrics were measured on, None when unknown} for every version."""
+    fingerprint = Artifact.meta["measured_on"]["fingerprint"].as_string()  # read by the database
+    return dict(session.execute(select(ModelVersion.id, fingerprint)
+                                .join(Artifact, Artifact.id == ModelVersion.artifact_id)
+                                .where(ModelVersion.model_id == model_id)).all())
+
+
+@dataclass(frozen=True)
+class LikeForLike:
+    """Which versions may be compared on some metrics. With no timing metric among them every version
+    compares (`host` None). With one, only versions measured on `host` are `kept`; `excluded` are the
+    others (another host, or none recorded). `note` says what a reader must know, else None."""
+
+    host: str | None
+    kept: frozenset[int]
+    excluded: frozenset[int]
+    note: str | None = None
+
+
+def like_for_like(session: Session, model_id: int, version_ids: set[int], metrics: tuple[str, ...],
+                  host: str | None = None) -> LikeForLike:
+    """Restrict `version_ids` to one host context when any of `metrics` is a timing metric: `host` if
+    given, else the host of the newest version among them that recorded one. When none recorded a host
+    (registered before hosts were stored, or by hand), all are kept and the note says they may not be
+    comparable."""
+    if not any(timing_metric(m) for m in metrics):
+        return LikeForLike(None, frozenset(version_ids), frozenset())
+    hosts = measured_hosts(session, model_id)
+    if host is None:
+        host = next((hosts[v] for v in sorted(version_ids, reverse=True) if hosts.get(v)), None)
+        if host is None:
+            return LikeForLike(None, frozenset(version_ids), frozenset(), note=(
+                "no host context recorded on these versions: their timings may come from different machines"))
+    kept = frozenset(v for v in version_ids if hosts.get(v) == host)
+    excluded = frozenset(version_ids) - kept
+    note = None
+    if excluded:
+        n = len(excluded)
+        note = (f"{n} version{'s' if n != 1 else ''} left out: measured on another host context than {host} "
+                "(or none recorded), so their timings are not comparable")
+    return LikeForLike(host, kept, excluded, note)
+
+
 def pareto_front(session: Session, *, model_name: str, x_metric: str, y_metric: str, minimize_x: bool = True,
-                 maximize_y: bool = True) -> list[ParetoPoint]:
+                 maximize_y: bool = True, host: str | None = None) -> list[ParetoPoint]:
     """Versions not dominated on (x, y), sorted from best x to worst x.
 
     Values are the latest metric logged on the version or its artifact; `artifact_bytes` means the
-    artifact's stored size. Versions missing either metric and archived versions are left out.
-    Two set-based queries for the values, then only the front's rows are loaded."""
+    artifact's stored size. Versions missing either metric and archived versions are left out, and so,
+    when x or y is a timing metric, are versions measured on another host context than `host` (default:
+    the newest version's; see `like_for_like`). Two set-based queries for the values, then only the
+    front's rows are loaded."""
     model = get_model(session, name=model_name)
     values = _metric_table(session, model.id, {x_metric, y_metric})
-    points = [(vid, vals[x_metric], vals[y_metric]) for vid, vals in values.items()
-              if x_metric in vals and y_metric in vals]
+    both = {vid for vid, vals in values.items() if x_metric in vals and y_metric in vals}
+    kept = like_for_like(session, model.id, both, (x_metric, y_metric), host).kept
+    points = [(vid, values[vid][x_metric], values[vid][y_metric]) for vid in kept]
     sx, sy = (1 if minimize_x else -1), (-1 if maximize_y else 1)  # sort keys: smaller is better
     points.sort(key=lambda p: (sx * p[1], sy * p[2], p[0]))
     front, best = [], None

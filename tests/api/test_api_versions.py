@@ -69,3 +69,56 @@ def test_version_metrics_lineage_compare(client, admin, seed):
                       headers=admin).json()
     assert body["front"] == [2, 1]  # the largest file first when larger is "better"
     assert_error(client.get(f"/models/{m}/compare", params={"x": "../x", "y": "accuracy"}, headers=admin), 422)
+
+
+def test_compare_on_latency_keeps_one_host_context(client, admin, seed, api_db):
+    """A latency axis compares only versions measured on one host context, and says who was left out."""
+    from registry import repository as repo
+    from registry.models import Artifact
+    from registry.session import make_engine, session_scope
+
+    m, a, b = seed.model, "a" * 16, "b" * 16
+    params = {"x": "latency_p50_ms", "y": "accuracy"}
+    engine = make_engine(api_db)
+    try:
+        with session_scope(engine) as s:
+            for number, latency in ((1, 3.0), (2, 1.0), (3, 2.0)):
+                v = repo.get_version(s, model_name=m, version=number)
+                repo.log_metrics(s, metrics={"latency_p50_ms": latency}, version_id=v.id)
+        unknown = client.get(f"/models/{m}/compare", params=params, headers=admin).json()
+        assert unknown["host"] is None and "no host context recorded" in unknown["note"]
+        with session_scope(engine) as s:
+            for number, host in ((1, a), (2, b), (3, a)):
+                art = s.get(Artifact, repo.get_version(s, model_name=m, version=number).artifact_id)
+                art.meta = {**(art.meta or {}), "measured_on": {"fingerprint": host}}
+    finally:
+        engine.dispose()
+    body = client.get(f"/models/{m}/compare", params=params, headers=admin).json()
+    # host a (v3 is the newest): v2's 1.0 ms from host b would otherwise dominate both
+    assert body["host"] == a and [p["version"] for p in body["data"]] == [1, 3] and body["excluded"] == [2]
+    assert body["front"] == [3, 1] and "1 version left out" in body["note"]
+    other = client.get(f"/models/{m}/compare", params={**params, "host": b}, headers=admin).json()
+    assert other["front"] == [2] and other["excluded"] == [1, 3]
+    sizes = client.get(f"/models/{m}/compare", params={"x": "artifact_bytes", "y": "accuracy"}, headers=admin).json()
+    assert sizes["host"] is None and sizes["excluded"] == [] and sizes["note"] is None
+
+
+def test_version_list_fast_json_matches_the_schema(client, admin, seed, api_db):
+    """The version list skips pydantic for speed: its bytes must still validate as VersionsPublic and
+    equal what FastAPI's own serialisation of the same rows gives (field order, `Z` datetimes, nulls)."""
+    from api.schemas import VersionsPublic
+    from registry import repository as repo
+    from registry.session import make_engine, session_scope
+
+    r = client.get(f"/models/{seed.model}/versions", params={"limit": 2, "offset": 1}, headers=admin)
+    assert r.status_code == 200 and r.headers["content-type"] == "application/json"
+    parsed = VersionsPublic.model_validate_json(r.content)
+    engine = make_engine(api_db)
+    try:
+        with session_scope(engine) as s:
+            rows, total = repo.list_version_dicts(s, model_name=seed.model, limit=2, offset=1)
+    finally:
+        engine.dispose()
+    assert r.content == VersionsPublic.model_validate({"data": rows, "count": total}).model_dump_json().encode()
+    assert [v.version for v in parsed.data] == [2, 1] and parsed.count == 3
+    assert parsed.data[0].created_at.tzinfo is not None and b'Z"' in r.content

@@ -239,6 +239,34 @@ def test_pareto_front(session, store, make_file):
     assert [p.version.version for p in flipped] == [1, 2, 4]
 
 
+def test_pareto_on_a_timing_metric_compares_one_host_context(session, store, make_file):
+    """Latencies measured on different hosts never share a front: v2 (fastest, but on host b) would
+    dominate v1 if mixed; the default host is the newest version's, and another host can be asked for."""
+    repo.create_model(session, name="m")
+    a, b = "a" * 16, "b" * 16
+    ids = []
+    for i, (host, latency, acc) in enumerate([(a, 5.0, 0.99), (b, 1.0, 0.99), (a, 2.0, 0.95), (None, 0.5, 1.0)]):
+        art = repo.register_artifact(session, store, kind="export", path=make_file(bytes([i]) * 10), format="pt",
+                                     metadata={"measured_on": {"fingerprint": host}} if host else None)
+        v = repo.create_version(session, model_name="m", artifact_id=art.id)
+        repo.log_metrics(session, metrics={"latency_p50_ms": latency, "accuracy": acc}, version_id=v.id)
+        ids.append(v.id)
+    assert repo.timing_metric("latency_p50_ms") and repo.timing_metric("tokens_per_s")
+    assert repo.timing_metric("decode_ms_per_token") and not repo.timing_metric("accuracy")
+    front = repo.pareto_front(session, model_name="m", x_metric="latency_p50_ms", y_metric="accuracy")
+    assert [p.version.version for p in front] == [3, 1]  # host a (v3 is the newest with a host): v2, v4 left out
+    assert [p.version.version for p in repo.pareto_front(session, model_name="m", x_metric="latency_p50_ms",
+                                                          y_metric="accuracy", host=b)] == [2]
+    model_id = repo.get_model(session, name="m").id
+    v1, v2, v3, v4 = ids
+    like = repo.like_for_like(session, model_id, set(ids), ("latency_p50_ms", "accuracy"))
+    assert like.host == a and like.kept == {v1, v3} and like.excluded == {v2, v4} and "2 versions left" in like.note
+    everything = repo.like_for_like(session, model_id, set(ids), ("artifact_bytes", "accuracy"))
+    assert everything.host is None and everything.kept == set(ids) and everything.note is None
+    unknown = repo.like_for_like(session, model_id, {v4}, ("latency_p50_ms", "accuracy"))
+    assert unknown.kept == {v4} and "no host context recorded" in unknown.note
+
+
 def test_tokens_store_only_a_hash(session):
     row, plaintext = repo.create_token(session, name="ci", scopes=["read", "write", "read"])
     assert row.scopes == ["read", "write"] and plaintext.startswith("sw_")

@@ -112,3 +112,21 @@ def test_to_bnb_config_maps_every_field():
     assert c4.load_in_4bit and c4.bnb_4bit_quant_type == "fp4" and c4.bnb_4bit_use_double_quant
     assert c4.bnb_4bit_compute_dtype == torch.bfloat16 and c4.llm_int8_skip_modules is None
     assert to_bnb_config(NF4Config()).bnb_4bit_quant_type == "nf4"
+
+
+def test_bitsandbytes_is_imported_only_when_a_bitsandbytes_layer_is_made():
+    """Start-up: the technique table and the recipe models must not import bitsandbytes (it pulls in
+    torch._dynamo, ~3 s on every `shrinkwrap run`); making a 4-bit layer does, and the layer pickles by name."""
+    import subprocess
+    import sys
+
+    code = ("import sys, pickle, torch\n"
+            "import flows.recipe, compress.techniques\n"
+            "from compress.techniques import quantized_layers\n"
+            "assert quantized_layers(torch.nn.Sequential(torch.nn.Linear(4, 4))) == {}\n"
+            "print('before', 'bitsandbytes' in sys.modules)\n"
+            "from compress.quantize.bnb import to_linear4bit\n"
+            "layer = pickle.loads(pickle.dumps(to_linear4bit(torch.nn.Linear(128, 8), 'nf4', False, 'float32')))\n"
+            "print('after', 'bitsandbytes' in sys.modules, type(layer).__qualname__, tuple(layer(torch.ones(1, 128)).shape))\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split("\n")
+    assert out[:2] == ["before False", "after True SafeLinear4bit (1, 8)"]
