@@ -23,7 +23,14 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "tests" / "flows")]
 
-from prefect_ui_driver import chromium, open_flow_run, serve_with_dashboard, submit_custom_run, wait_flow_run  # noqa: E402
+from prefect_ui_driver import (  # noqa: E402
+    chromium,
+    form_field,
+    open_flow_run,
+    serve_with_dashboard,
+    submit_custom_run,
+    wait_flow_run,
+)
 
 GOAL_S = 180.0
 THREADS = "2"
@@ -50,7 +57,7 @@ def main() -> int:
             page.get_by_role("link", name="default", exact=True).first.click()
             page.get_by_role("button", name="Run", exact=True).click()
             page.get_by_text("Custom run").click()
-            page.get_by_role("button", name="Submit", exact=True).wait_for()
+            form_field(page, "recipe", "Name").wait_for()  # the recipe form (prefilled) is drawn
             flow_run_id = submit_custom_run(b)
             run = wait_flow_run(flow_run_id, timeout_s=900)
             open_flow_run(b, served.dashboard, flow_run_id)
