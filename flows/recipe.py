@@ -70,8 +70,11 @@ def _module_attribute(model):
 
 def _variant_union():
     load_all()
-    models = [Annotated[_variant_model(name), Tag(name)] for name in sorted(QUANTIZERS)]
-    return Annotated[Union[tuple(models)], Discriminator("technique")]  # noqa: UP007
+    models = {name: _variant_model(name) for name in sorted(QUANTIZERS)}
+    tagged = tuple(Annotated[model, Tag(name)] for name, model in models.items())
+    # FormUnion(tag=...): in the Prefect form each variant is one typed entry with a technique dropdown
+    return Annotated[Union[tagged], Discriminator("technique"),  # noqa: UP007
+                     FormUnion(tag="technique", members=list(models.values()))]
 
 
 QuantVariant = _variant_union()

@@ -128,20 +128,30 @@ def _has_class(name: str) -> str:
     return f"contains(concat(' ', normalize-space(@class), ' '), ' {name} ')"
 
 
+_PROPERTY = f"div[{_has_class('schema-form-property')}]"
+
+
+def _labelled(label: str) -> str:
+    """A schema-form property whose own label is `label` ("(Optional)", appended to fields with a
+    default, is ignored)."""
+    return (f"[./div[{_has_class('p-label__header')}]//span[{_has_class('schema-form-property__label')}]"
+            f"[normalize-space(.)='{label}' or normalize-space(.)='{label} (Optional)']]")
+
+
 def form_property(page, *labels: str):
     """A nested schema-form property (label, description, input), found by its labels from the outside in:
-    form_property(page, "recipe", "Prune", "P") is the `p` field of the `prune` section ("(Optional)",
-    which the form appends to fields with a default, is ignored). The first match; see form_properties."""
+    form_property(page, "recipe", "Prune", "P") is the `p` field of the `prune` section. The first match;
+    see form_properties."""
     return form_properties(page, *labels).first
 
 
 def form_properties(page, *labels: str):
-    """Every property matching the labels, e.g. the Name of each item of a list of variants."""
-    xpath = ""
-    for label in labels:
-        xpath += (f"//div[{_has_class('schema-form-property')}][./div[{_has_class('p-label__header')}]"
-                  f"//span[{_has_class('schema-form-property__label')}][normalize-space(.)='{label}' or "
-                  f"normalize-space(.)='{label} (Optional)']]")
+    """Every property matching the labels, e.g. the Name of each item of a list of variants. Each label is
+    a field of the one before it (its nearest enclosing property), so ("recipe", "Name") is the recipe's
+    own name, not the name of its dataset section."""
+    xpath = f"//{_PROPERTY}{_labelled(labels[0])}"
+    for parent, label in zip(labels, labels[1:], strict=False):
+        xpath += f"//{_PROPERTY}{_labelled(label)}[ancestor::{_PROPERTY}[1]{_labelled(parent)}]"
     return page.locator(f"xpath={xpath}")
 
 
@@ -159,6 +169,34 @@ def dropdown_options(page, *labels: str) -> list[str]:
     texts = [t.strip() for t in options.all_inner_texts()]
     page.keyboard.press("Escape")
     return texts
+
+
+def dropdown_values(page, *labels: str) -> list[str]:
+    """The value each matching enum property's dropdown shows, e.g. the technique of every variant."""
+    return [t.strip() for t in form_properties(page, *labels).locator(".p-select-button__value").all_inner_texts()]
+
+
+def _choice_buttons(page, *labels: str):
+    """The buttons that pick a member of a union property (`anyOf`: one per member, e.g. the recipe's
+    tasks), its own, not those of the fields below it."""
+    return form_property(page, *labels).locator(
+        f"xpath=./div[{_has_class('p-label__body')}]/div[{_has_class('p-button-group')}]/button")
+
+
+def union_choices(page, *labels: str) -> tuple[list[str], list[str]]:
+    """The member buttons of a union property and the ones shown as picked (aria-selected)."""
+    buttons = _choice_buttons(page, *labels)
+    buttons.first.wait_for()
+    texts = [t.strip() for t in buttons.all_inner_texts()]
+    picked = [t for t, sel in zip(texts, buttons.evaluate_all("bs => bs.map(b => b.ariaSelected)"), strict=True)
+              if sel == "true"]
+    return texts, picked
+
+
+def choose(page, *labels: str) -> None:
+    """Pick a union member by its button: choose(page, "recipe", "causal_lm") shows the causal_lm form."""
+    *path, member = labels
+    _choice_buttons(page, *path).filter(has_text=re.compile(rf"^\s*{re.escape(member)}\s*$")).click()
 
 
 def click_tab(page, name: str) -> None:

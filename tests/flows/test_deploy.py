@@ -144,3 +144,64 @@ def test_form_union_renders_as_any_of_and_still_validates_by_tag():
     assert isinstance(TypeAdapter(UnionRecipe).validate_python({"task": "causal_lm"}), _LMRecipe)
     with pytest.raises(ValidationError, match=r"causal_lm\.p"):  # the tag picks the member; the field is named
         TypeAdapter(UnionRecipe).validate_python({"task": "causal_lm", "p": 0.4})
+
+
+class _OptsA(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    threshold: float = 6.0
+
+
+class _OptsB(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    bits: int = 4
+
+
+class _VarA(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    name: str = Field(..., description="the variant's name")
+    technique: Literal["a"] = Field(..., description="technique a")
+    options: _OptsA = Field(default_factory=_OptsA)
+
+
+class _VarB(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    name: str = Field(..., description="the variant's name")
+    technique: Literal["b"] = Field(..., description="technique b")
+    options: _OptsB = Field(default_factory=_OptsB)
+
+
+class _VarNone(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    name: str = Field(..., description="the variant's name")
+    technique: Literal["none"] = Field(..., description="no technique")
+
+
+Variant = Annotated[_VarA | _VarB | _VarNone, Field(discriminator="technique"),
+                    FormUnion(tag="technique", members=[_VarA, _VarB, _VarNone])]
+
+
+def test_form_union_with_a_tag_is_one_object_per_list_item_and_still_validates_by_tag():
+    """A union as a list item (the quantization variants): Prefect's form renders neither oneOf nor anyOf
+    items (each becomes a JSON editor), so the item is one object: the tag a dropdown, shared fields as
+    they are, fields that differ per member a JSON value described per tag."""
+    from prefect import flow
+    from prefect.utilities.callables import parameter_schema
+
+    @flow
+    def toy(variants: list[Variant]) -> None: ...
+
+    item = parameter_schema(toy).model_dump()["properties"]["variants"]["items"]
+    assert "oneOf" not in item and "anyOf" not in item and "$ref" not in str(item)
+    assert item["type"] == "object" and item["required"] == ["name", "technique"]
+    assert list(item["properties"]) == ["name", "technique", "options"]
+    assert item["properties"]["technique"]["enum"] == ["a", "b", "none"]
+    assert item["properties"]["name"] == {"description": "the variant's name", "title": "Name", "type": "string"}
+    options = item["properties"]["options"]
+    assert "type" not in options and options["description"] == (
+        "JSON, by technique: a: {threshold: 6.0}; b: {bits: 4}; none: none")
+    adapter = TypeAdapter(list[Variant])
+    assert isinstance(adapter.validate_python([{"name": "x", "technique": "b", "options": {"bits": 3}}])[0], _VarB)
+    with pytest.raises(ValidationError, match=r"b\.options\.threshold"):  # a's option on b is refused
+        adapter.validate_python([{"name": "x", "technique": "b", "options": {"threshold": 5.0}}])
+    with pytest.raises(ValueError, match="tag and members together"):
+        FormUnion(tag="technique")

@@ -7,18 +7,21 @@ goes to 127.0.0.1. Screenshots land in bench/out/ui/."""
 
 from __future__ import annotations
 
+import json
 import os
 import time
 import uuid
 
 import pytest
 import yaml
-from flows_testing import tiny_mnist
+from flows_testing import ROOT, tiny_mnist
 from prefect_ui_driver import (
     CHROMIUM,
+    choose,
     chromium,
     click_tab,
     dropdown_options,
+    dropdown_values,
     form_field,
     form_properties,
     form_property,
@@ -26,9 +29,12 @@ from prefect_ui_driver import (
     open_flow_run,
     serve_with_dashboard,
     submit_custom_run,
+    union_choices,
     wait_flow_run,
 )
 
+from compress.techniques import QUANTIZERS
+from flows.recipe import RECIPE_MODELS, Recipe
 from registry import repository as repo
 from registry.errors import NotFound
 from registry.session import session_scope
@@ -61,9 +67,6 @@ def deployment_id(name: str) -> str:
         return str(client.read_deployment_by_name(name).id)
 
 
-@pytest.mark.xfail(strict=True, reason="the recipe is now a union keyed on task (FormUnion: one form per task, "
-                   "picked by buttons), and variants a union keyed on technique; this test's locators still "
-                   "expect the single-model form (a Task dropdown under 'recipe'): rewrite them for the union")
 def test_custom_run_from_the_form_completes_and_registers(served):
     from prefect.client.orchestration import get_client
 
@@ -83,15 +86,26 @@ def test_custom_run_from_the_form_completes_and_registers(served):
         page.get_by_text("Custom run").click()
         form_field(page, "recipe", "Name").wait_for()
         assert form_field(page, "recipe", "Name").input_value() == "mnist-mlp"  # prefilled from recipes/mnist.yaml
-        # the recipe as a form: sections, descriptions, enums as dropdowns, the variant list typed
+        # the recipe as a form: one per task, picked by a button (the union keyed on task), this one's task
+        # picked; sections, descriptions, enums as dropdowns, the variant list typed
+        assert union_choices(page, "recipe") == (sorted(RECIPE_MODELS), ["classification"])
+        assert form_field(page, "recipe", "Task").input_value() == "classification"
         assert dropdown_options(page, "recipe", "Prune", "Scope") == ["global", "layer", "neuron"]
-        assert dropdown_options(page, "recipe", "Task") == ["classification", "causal_lm"]
         assert "fine-tune epochs per round" in form_property(page, "recipe", "Prune", "Epochs").inner_text()
         names = form_properties(page, "recipe", "Quantize", "Variants", "Name").locator("textarea")
         assert names.evaluate_all("es => es.map(e => e.value)") == ["sparse-fp32", "int8", "nf4"]
-        assert dropdown_options(page, "recipe", "Quantize", "Variants", "Technique") == ["none", "int8", "nf4", "fp4"]
+        assert dropdown_values(page, "recipe", "Quantize", "Variants", "Technique") == ["none", "int8", "nf4"]
+        assert dropdown_options(page, "recipe", "Quantize", "Variants", "Technique") == sorted(QUANTIZERS)
+        options = form_properties(page, "recipe", "Quantize", "Variants", "Options").locator("textarea")
+        shipped = Recipe.from_yaml(ROOT / "recipes" / "mnist.yaml").quantize.variants
+        assert [json.loads(v) if v else None for v in options.evaluate_all("es => es.map(e => e.value)")] == [
+            v.model_dump(mode="json").get("options") for v in shipped]  # each technique's own options, as JSON
         form_property(page, "recipe", "Prune").scroll_into_view_if_needed()
         b.shot("03-form-default", full_page=False)
+        choose(page, "recipe", "causal_lm")  # another task's button shows that task's form
+        form_property(page, "recipe", "Llm").wait_for()
+        assert form_properties(page, "recipe", "Dataset").count() == 0
+        assert "task: causal_lm" in form_property(page, "recipe").locator(".p-label__description").first.inner_text()
 
         open_custom_run(b, served.dashboard, deployment_id("compress-model/default"), {"recipe": tiny_mnist(name=model)})
         assert form_field(page, "recipe", "Name").input_value() == model
@@ -126,9 +140,6 @@ def test_custom_run_from_the_form_completes_and_registers(served):
     assert {f"shrinkwrap-run:{run_id}", f"{model}:v1", f"{model}:v2", f"{model}:v3"} <= tags
 
 
-@pytest.mark.xfail(strict=True, reason="the recipe is now a union keyed on task (FormUnion: one form per task, "
-                   "picked by buttons), and variants a union keyed on technique; this test's locators still "
-                   "expect the single-model form (a Task dropdown under 'recipe'): rewrite them for the union")
 def test_bad_value_in_the_form_fails_before_any_stage(served):
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
@@ -144,7 +155,7 @@ def test_bad_value_in_the_form_fails_before_any_stage(served):
         hosts = b.hosts()
     assert flow_run.state_name == "Failed"
     message = flow_run.state.message
-    assert "recipe.prune" in message and "p=1.0, q=1.0" in message, message
+    assert "recipe.classification.prune" in message and "p=1.0, q=1.0" in message, message  # task member, field
     with get_client(sync_client=True) as client:
         stages = client.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id])))
     assert stages == []
