@@ -93,6 +93,8 @@ def llm_rows(args) -> list[dict]:
     prompt = ids[:1, :128]
     rows, models = [], {}
     variants = [("fp32", None), ("bf16", None), *ROWS.items(), ("int8-dynamic", DynamicInt8Config())]
+    if args.variants:  # fp32 stays: it is every ratio's base
+        variants = [(n, c) for n, c in variants if n == "fp32" or n in args.variants]
     for name, config in variants:
         start = time.perf_counter()
         if name == "fp32":
@@ -179,7 +181,9 @@ def llm_table(rows: list[dict]) -> list[str]:
     lines += ["", "Time ratios: above 1.00 the row is slower than fp32, below 1.00 faster; measured side by side in "
               "this run.", ""]
     for name, (min_ratio, max_delta) in GOALS.items():
-        r = next(r for r in rows if r["variant"] == name)
+        r = next((r for r in rows if r["variant"] == name), None)
+        if r is None:
+            continue
         ratio, delta = _ratio(base, r, "linear_bytes"), 100 * (r["ppl"] / base["ppl"] - 1)
         lines.append(f"- goal {name}: linear bytes {ratio:.2f}x (goal >= {min_ratio}x: "
                      f"{'met' if ratio >= min_ratio else 'MISSED'}), ppl delta {delta:+.2f}% (goal <= +{max_delta}%: "
@@ -235,6 +239,9 @@ def main() -> int:
     parser.add_argument("--skip-mnist", action="store_true")
     parser.add_argument("--threads", type=int, default=2, help="torch threads for every timing (recorded)")
     parser.add_argument("--rounds", type=int, default=5, help="interleaved timing rounds per LLM row")
+    parser.add_argument("--variants", nargs="*", default=None,
+                        help="LLM rows besides fp32 (default: bf16 int8 nf4 fp4 int8-dynamic)")
+    parser.add_argument("--out", type=Path, default=RESULTS, help="results file")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     load_start = os.getloadavg()
@@ -273,10 +280,10 @@ def main() -> int:
     load_end = os.getloadavg()
     lines.insert(3, f"Conditions: {time.strftime('%Y-%m-%d')}, load average (1 min) {load_start[0]:.2f} at the start "
                     f"and {load_end[0]:.2f} at the end, torch threads {args.threads} for every timing, "
-                    f"`python bench/quantize.py --threads {args.threads} --rounds {args.rounds}`.\n")
+                    f"`python bench/quantize.py {' '.join(sys.argv[1:])}`.\n")
     text = "\n".join(lines)
     print(text)
-    RESULTS.write_text(text + "\n")
+    args.out.write_text(text + "\n")
     return 0
 
 

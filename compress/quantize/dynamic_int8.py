@@ -49,6 +49,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from compress.config import CompressConfig
@@ -57,6 +58,11 @@ from compress.techniques import QuantTechnique, register_quantizer
 
 ENGINE = "fbgemm"  # see module docstring: "x86" packs small batches for a 30x slower path here
 INT_MM_MIN_ROWS = 8  # from 8 activation rows torch._int_mm beats per-row fbgemm calls (see module docstring)
+# torch._int_mm on CPU is fast only on AVX512 kernels. On an AVX2 EPYC (torch cpu capability "AVX2") it ran
+# 128 x 576 x 1536 in 179 ms against 3.3 ms for the fp32 matmul (one thread), so SmolLM2's 128-token
+# prefill took 21x fp32's time (bench/results/quantize.md, 2026-11-29). There, batches of >= 8 rows
+# multiply by the weights dequantized on the fly (int8 weights, float activations: no per-token rounding).
+INT_MM_FAST = torch.backends.cpu.get_cpu_capability().startswith("AVX512")
 NAME = "int8-dynamic"
 
 
@@ -134,7 +140,7 @@ class DynamicInt8Linear(nn.Module):
         shape = x.shape
         rows = x.reshape(-1, shape[-1]).float().contiguous()                      # (M, in)
         if rows.shape[0] >= INT_MM_MIN_ROWS:
-            y = self._per_token_int_mm(rows)
+            y = self._per_token_int_mm(rows) if INT_MM_FAST else self._dequantized_mm(rows)
         else:  # fbgemm quantizes its whole input with one scale: one call per row makes that per token
             if self._packed is None:
                 self._packed = self._pack()
@@ -149,6 +155,10 @@ class DynamicInt8Linear(nn.Module):
         q = torch.round(rows / step).clamp_(-127, 127).to(torch.int8)             # (M, in)
         y = torch._int_mm(q, self._qweight_t).float().mul_(step * self.scale)     # (M, out)
         return y if self.bias is None else y.add_(self.bias)
+
+    def _dequantized_mm(self, rows: torch.Tensor) -> torch.Tensor:
+        """rows @ (qweight * scale)^T + bias in float, the weights dequantized for this call only."""
+        return F.linear(rows, self.dequantized_weight(), self.bias)
 
     def dequantized_weight(self) -> torch.Tensor:
         return self.qweight.float() * self.scale[:, None]  # (out, in)
