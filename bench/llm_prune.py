@@ -212,34 +212,41 @@ def _delta(ppl, teacher) -> str:
 
 
 NOTES = """
-Notes (2026-11-29, 2 CPU cores shared by 8 agents, no GPU lent to this task; timings are noisy: other agents'
-unlocked processes ran beside the locked ones, load average 3-17):
+Notes (2026-11-29; prep 13:47-13:50, arms 14:14-14:57 UTC; 2 CPU cores shared by 8 agents, no GPU lent to this
+task). Every stage ran under the shared CPU lock, but other agents' unlocked processes (Prefect servers, UI tests
+with a browser) ran beside them: 1-min load average 1.4-4.3, median 2.1, while they ran (2.0 is this job's own
+two threads). The speed stage ran 14:46-14:48 at load 2.1-3.4, just as another agent's UI test session ended:
+the teacher decoded 12.0 tokens/s here against 16.9 in an earlier run, so absolute speeds are depressed; the
+ratios come from interleaved repeats and are less affected. Heavy CPU: about 30 minutes under the lock.
 - Importance matters more than anything else. Activation importance here is the norm of each channel's
   contribution to the residual stream, ||a_j|| * ||W_down[:, j]||, over 16 calibration passages; the issue's
   trial with mean |activation| alone lost +76% at 10% of MLP channels (8% of parameters), this loses +14% at 10%
   of parameters (13% of channels). Weight magnitude is useless on this model (hundreds to thousands of times the
-  teacher's perplexity), and so is cutting depth naively (first 23 of 30 layers: 45 million).
+  teacher's perplexity before recovery), and so is cutting depth naively (first 23 of 30 layers: 45 million).
 - The PQI per-layer split is worse than uniform: SAP reads a layer whose importance sits in a few massive-
   activation channels as very sparse and strips it (at 25%, layers 11, 28 and 29 keep one channel each), and
-  those layers are critical. LlamaConfig holds one intermediate_size, so the split is padded back with zero
-  channels: 'stored' params and bytes stay near the widest layer.
-- Recovery: 30 steps x 8 passages x <= 48 tokens (11,280 tokens, 1.5-2 min per arm) of full-logit KD from the
-  live unpruned teacher (lr 1e-4) brings 10% to +8.7% and 25% to +26.8% of the teacher's perplexity. The same
-  budget with the stored top-16 logits renormalised over those 16 ids (kd_loss_topk, lr 2e-4) made it worse
-  (10%: 98 -> 147; 25%: 150 -> 151) while its own loss fell. Likely cause (not isolated from the learning
-  rate): that target puts all mass on 16 ids, so the student learns to starve the tail, which held-out text
-  punishes. The same top-k loss drives the causal-LM recipe's distillation today. The 40% arm and the
-  magnitude / PQI arms were not recovered (CPU budget).
-- Width pruning did not speed up batch-1 decode on CPU here (0.83x-1.09x, within the noise); likely a decode
-  step of SmolLM2-135M is bound by the per-op overhead of 30 layers and the 49k x 576 LM head rather than by the
-  MLP width. Prefill, which is matmul-bound, got faster (1.2x-1.4x, one 40% sample hit by contention); files
-  shrink with the parameters.
+  those layers are critical. At 10% recovery closes the gap (94.8 vs 93.5); at 25% it does not (447 vs 109).
+  Recovery also lifts magnitude pruning (10%: 21,586 -> 565; 25%: 430,408 -> 1,667) and the first-23-layers
+  student (45 million -> 2,946), all still far behind activation importance. LlamaConfig holds one
+  intermediate_size, so the split is padded back with zero channels: 'stored' params and bytes stay near the
+  widest layer.
+- Recovery: 30 steps x 8 passages x <= 48 tokens (11,280 tokens, about 2-2.5 min per arm on 2 threads) of
+  full-logit KD from the live unpruned teacher (lr 1e-4), the same for every recovered arm. An earlier session
+  tried the stored top-16 logits renormalised over those 16 ids instead (kd_loss_topk, lr 2e-4): it made both
+  arms worse (10%: 98 -> 147; 25%: 150 -> 151) while its own loss fell; likely the target puts all mass on 16
+  ids and the student starves the tail, which held-out text punishes (not isolated from the learning rate).
+- Width pruning barely changes batch-1 decode on CPU (1.01x-1.05x at 10-40%): a decode step of SmolLM2-135M is
+  bound by the per-op overhead of 30 layers and the 49k x 576 LM head more than by the MLP width; dropping 7
+  layers (first-23) does give 1.27x, at a perplexity no recovery here repairs. Prefill, which is matmul-bound,
+  gains 1.2x-1.3x; files shrink with the parameters (0.92x / 0.80x / 0.68x at 10 / 25 / 40%). So the decode
+  goal needs fewer layers or heads (drop_layers, num_attention_heads), not narrower MLPs; not tried here.
 - The 25% export (save_pretrained) loaded with AutoModelForCausalLM.from_pretrained in a subprocess that cannot
   import shrinkwrap: 107,972,928 parameters (embeddings included), intermediate_size 1024.
 - Commands: `prep`; `arms act-uniform-10 act-uniform-25 act-uniform-40 mag-uniform-10 mag-uniform-25 act-pqi-10
-  act-pqi-25 first-23 first-4` with queued `act-uniform-10+rec act-uniform-25+rec speed` (then top-k KD, lr 2e-4,
-  renamed +rec-topk); `arms act-uniform-10+rec` with queued `act-uniform-25+rec` (defaults: --kd teacher
-  --lr 1e-4 --steps 30 --batch-size 8 --train-length 48); `report`. About 17 minutes under the CPU lock in all.
+  act-pqi-25 first-23 first-4` with queued `mag-uniform-40 act-pqi-40`; `arms act-uniform-10+rec
+  act-uniform-25+rec act-uniform-40+rec` with queued `act-pqi-25+rec`; `arms --budget-s 840` with queued
+  `speed mag-uniform-25+rec act-pqi-10+rec mag-uniform-10+rec first-23+rec` (defaults: --kd teacher --lr 1e-4
+  --steps 30 --batch-size 8 --train-length 48); `report`.
 """
 
 
@@ -270,7 +277,8 @@ def write_report(results: dict, path: Path, plot: Path) -> None:
                          f"{v['decode_tok_s']:.1f} | {v['decode_tok_s'] / base['decode_tok_s']:.2f}x |")
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text("# Structured pruning of SmolLM2-135M (Minitron-style) with recovery distillation\n\n"
-                    + "\n".join(lines) + "\n\n" + _conditions(results) + NOTES, encoding="utf-8")
+                    + "\n".join(lines) + "\n\n" + _conditions(results).rstrip("\n") + "\n\n"
+                    + _goals(results) + NOTES, encoding="utf-8")
     _plot(results, plot)
 
 
@@ -295,6 +303,32 @@ def _conditions(results: dict) -> str:
         out.append(f"- speed: batch 1, {speed['prompt_tokens']}-token prefill then {speed['new_tokens']} cached "
                    f"greedy decode steps, median of 3 interleaved repeats after a warm-up, torch threads "
                    f"{speed['threads']}, under the shared CPU lock")
+    return "\n".join(out) + "\n"
+
+
+def _goals(results: dict) -> str:
+    """The issue's benchmark goals, met or missed, from the activation-uniform arms after recovery."""
+    t_ppl = results["teacher"]["perplexity"]
+    base = results.get("speed:teacher", {}).get("decode_tok_s")
+    out = ["Goals (issue 22), after recovery distillation:"]
+    for pct, limit, speedup in ((10, 0.10, None), (25, 0.30, 1.2)):
+        arm = f"act-uniform-{pct}"
+        ppl = results.get(arm + "+rec", {}).get("perplexity")
+        if ppl is None:
+            out.append(f"- {pct}% fewer non-embedding params, <= +{limit:.0%} perplexity: not run")
+            continue
+        ok = ppl / t_ppl - 1 <= limit
+        line = (f"- {pct}% fewer non-embedding params, <= +{limit:.0%} perplexity: {ppl:.1f} vs {t_ppl:.1f} "
+                f"({ppl / t_ppl - 1:+.1%}), {'met' if ok else 'missed'}")
+        if speedup:
+            decode = results.get(f"speed:{arm}", {}).get("decode_tok_s")
+            if decode is None or base is None:
+                line += f"; decode >= {speedup}x the teacher's: not timed"
+            else:
+                ratio = decode / base
+                line += (f"; decode >= {speedup}x the teacher's: {decode:.1f} vs {base:.1f} tokens/s "
+                         f"({ratio:.2f}x), {'met' if ratio >= speedup else 'missed'}")
+        out.append(line)
     return "\n".join(out) + "\n"
 
 
