@@ -2,8 +2,9 @@
 pruned and quantized classifier that `transformers.pipeline("text-classification", model=dir)` loads.
 
 Stages (compress/tasks/base.py): dataset (CSV/JSONL/Parquet files, a `datasets` id, or the packaged
-Shakespeare genre set; checked and stored as JSONL) -> teacher (an ...ForSequenceClassification as is, or
-an encoder fine-tuned on the training split) -> teacher_data (teacher logits on the training split) ->
+Shakespeare genre set; checked and stored as JSONL; optionally unlabelled texts as a KD transfer set) ->
+teacher (an ...ForSequenceClassification as is, or an encoder fine-tuned on the training split) ->
+teacher_data (teacher logits on the training split and the transfer set) ->
 distill (DistilBERT-style student: every other teacher layer, KD on logits with T^2 scaling, optional
 hidden-state cosine term) -> prune (FFN neurons and layers physically removed, then a short KD recovery)
 -> quantize (any registered technique; bitsandbytes int8/nf4 export with a `quantization_config` so
@@ -33,6 +34,8 @@ class ShakespeareSection(Section):
     seen_fraction: float = Field(0.15, gt=0, lt=1, description="passages of training plays kept for test_seen")
     held_out: list[str] = Field(default_factory=lambda: list(HELD_OUT))
     split: Literal["play", "passage"] = "play"
+    transfer_per_play: int = Field(0, ge=0, description="unlabelled passages per training play that the student "
+                                   "distils on (teacher logits only; held-out plays never)")
 
 
 class DataSection(Section):
@@ -43,6 +46,8 @@ class DataSection(Section):
     train_split: str = "train"
     test_split: str = "test"
     builtin: Literal["shakespeare_genre"] | None = None
+    unlabelled: str | None = Field(None, description="file of extra texts without labels (text_column only): a "
+                                   "KD transfer set, labelled by the teacher's logits")
     shakespeare: ShakespeareSection = Field(default_factory=ShakespeareSection)
     text_column: str = "text"
     label_column: str = "label"
@@ -130,7 +135,7 @@ def _teacher_digest(model: str) -> str:
 class TextClassificationTask:
     name: str = "text_classification"
     sections: type = TextClassificationSections
-    path_fields = ("data.train", "data.test", "teacher.model")  # resolved against the recipe file's folder
+    path_fields = ("data.train", "data.test", "data.unlabelled", "teacher.model")  # resolved against the recipe file's folder
     parallel_variants = False  # transformers model loading is not thread-safe (see flows/flow.py)
     sources: dict = dataclasses.field(default_factory=lambda: {
         "dataset": (*_BASE, "compress.text.data", "compress.text.shakespeare"),
@@ -149,7 +154,7 @@ class TextClassificationTask:
         data = recipe.data
         common = {"seed": recipe.seed, "max_length": data.max_length}
         if stage == "dataset":
-            files = {k: _file_digest(v) for k in ("train", "test") if (v := getattr(data, k))}
+            files = {k: _file_digest(v) for k in ("train", "test", "unlabelled") if (v := getattr(data, k))}
             return {**data.model_dump(), "seed": recipe.seed, "files": files}
         if stage == "teacher":
             return {**common, **recipe.teacher.model_dump(), "model_sha256": _teacher_digest(recipe.teacher.model)}

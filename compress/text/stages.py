@@ -19,13 +19,16 @@ from typing import Any
 import torch
 from safetensors.torch import load_file, save_file
 
+from compress.data import UNLABELLED
 from compress.tasks.base import Output
 from compress.text.data import (
+    TRANSFER,
     TextDataError,
     TextSplits,
     load_files,
     load_hub_dataset,
     load_text_dataset,
+    load_unlabelled,
     save_text_dataset,
 )
 from compress.text.evaluate import quality, speed
@@ -41,7 +44,7 @@ def _encoded(tokenizer: Any, data: TextSplits, split: str, max_length: int) -> t
 
 
 def _eval_splits(data: TextSplits) -> list[str]:
-    return ["test", *sorted(s for s in data.splits if s not in ("train", "test"))]
+    return ["test", *sorted(s for s in data.splits if s not in ("train", "test", TRANSFER))]
 
 
 def _prefix(split: str) -> str:
@@ -81,16 +84,17 @@ def check_recipe(recipe: Any) -> None:
     d = recipe.data
     if d.train:
         load_files({"train": d.train, "test": d.test}, text_column=d.text_column, label_column=d.label_column)
+    if d.unlabelled:
+        load_unlabelled(d.unlabelled, text_column=d.text_column)
     if recipe.teacher.enabled:
         model_kind(resolve_source(recipe.teacher.model), trust_remote_code=recipe.teacher.trust_remote_code)
 
 
 def build_dataset(recipe: Any, workdir: Path) -> Output:
-    d = recipe.data
+    d, s = recipe.data, recipe.data.shakespeare
     if d.builtin == "shakespeare_genre":
         from compress.text.shakespeare import build_genre_splits
 
-        s = d.shakespeare
         data = build_genre_splits(passages_per_play=s.passages_per_play, lines_per_passage=s.lines_per_passage,
                                   seen_fraction=s.seen_fraction, held_out=tuple(s.held_out), split=s.split,
                                   seed=recipe.seed)
@@ -100,6 +104,14 @@ def build_dataset(recipe: Any, workdir: Path) -> Output:
     else:
         data = load_files({"train": d.train, "test": d.test}, text_column=d.text_column,
                           label_column=d.label_column)
+    transfer = load_unlabelled(d.unlabelled, text_column=d.text_column) if d.unlabelled else []
+    if d.builtin == "shakespeare_genre" and s.transfer_per_play:
+        from compress.text.shakespeare import transfer_passages
+
+        transfer += transfer_passages(data, per_play=s.transfer_per_play, lines_per_passage=s.lines_per_passage,
+                                      held_out=tuple(s.held_out), seed=recipe.seed)
+    if transfer:
+        data.splits[TRANSFER] = (transfer, [UNLABELLED] * len(transfer))
     root = save_text_dataset(data, workdir / "dataset", meta={"source": d.builtin or d.hub_dataset or d.train})
     metrics = {f"n_{name}": float(len(texts)) for name, (texts, _) in data.splits.items()}
     return Output(path=root, format=FORMAT_DATA, kind="dataset", metrics={**metrics, "num_labels": float(len(data.labels))},
@@ -111,7 +123,8 @@ def make_teacher(recipe: Any, dataset: Path, workdir: Path) -> Output:
     if t.num_labels is not None and t.num_labels != len(data.labels):
         raise TextDataError(f"teacher.num_labels is {t.num_labels} but the training split has {len(data.labels)} "
                             f"labels {data.labels}; fix teacher.num_labels or drop it")
-    model, tokenizer, kind = load_teacher_model(t.model, data.labels, trust_remote_code=t.trust_remote_code)
+    model, tokenizer, kind = load_teacher_model(t.model, data.labels, trust_remote_code=t.trust_remote_code,
+                                                seed=recipe.seed)
     metrics: dict[str, float] = {}
     if kind == "encoder":
         enc, y = _encoded(tokenizer, data, "train", recipe.data.max_length)
@@ -125,19 +138,34 @@ def make_teacher(recipe: Any, dataset: Path, workdir: Path) -> Output:
 def teacher_logits(recipe: Any, dataset: Path, teacher: Path, workdir: Path) -> Output:
     data = load_text_dataset(dataset)
     model, tokenizer = _load_hf(teacher)
-    enc, _ = _encoded(tokenizer, data, "train", recipe.data.max_length)
-    logits = predict_logits(model, enc, recipe.teacher_data.batch_size)  # (N, C)
+    logits = {}
+    for split in ("train", TRANSFER) if TRANSFER in data.splits else ("train",):
+        enc, _ = _encoded(tokenizer, data, split, recipe.data.max_length)
+        logits[split] = predict_logits(model, enc, recipe.teacher_data.batch_size).contiguous()  # (N, C)
     workdir.mkdir(parents=True, exist_ok=True)
     path = workdir / "teacher_logits.safetensors"
-    save_file({"train": logits.contiguous()}, path)
-    return Output(path=path, format=FORMAT_LOGITS, kind="soft-labels", metrics={"n_train": float(len(logits))})
+    save_file(logits, path)
+    return Output(path=path, format=FORMAT_LOGITS, kind="soft-labels",
+                  metrics={f"n_{split}": float(len(t)) for split, t in logits.items()})
+
+
+def _distill_set(tokenizer: Any, data: TextSplits, max_length: int, soft: dict | None):
+    """(encodings, labels, teacher logits or None) the student trains on: the training split, then the
+    transfer split's unlabelled texts (label UNLABELLED: soft term only) when the teacher labelled them."""
+    texts, labels = data.splits["train"]
+    logits = soft["train"] if soft is not None else None
+    if soft is not None and TRANSFER in soft and TRANSFER in data.splits:
+        extra = data.splits[TRANSFER][0]
+        texts, labels = texts + extra, labels + [UNLABELLED] * len(extra)
+        logits = torch.cat([logits, soft[TRANSFER]])  # (N_train + N_transfer, C)
+    return encode(tokenizer, texts, max_length), torch.tensor(labels, dtype=torch.long), logits
 
 
 def _base_model(recipe: Any, data: TextSplits, teacher: Path | None):
     if teacher is not None:
         return _load_hf(teacher)
     model, tokenizer, _ = load_teacher_model(recipe.teacher.model, data.labels,
-                                             trust_remote_code=recipe.teacher.trust_remote_code)
+                                             trust_remote_code=recipe.teacher.trust_remote_code, seed=recipe.seed)
     return model, tokenizer
 
 
@@ -150,8 +178,8 @@ def distill_student(recipe: Any, dataset: Path, teacher_data: Path | None, teach
     if hidden and student.config.hidden_size != base.config.hidden_size:
         raise ValueError(f"distill.hidden_weight={d.hidden_weight} needs the teacher's hidden size "
                          f"{base.config.hidden_size}, but student.hidden_size is {s.hidden_size}; set one to 0/None")
-    logits = load_file(teacher_data)["train"] if teacher_data is not None else None
-    enc, y = _encoded(tokenizer, data, "train", recipe.data.max_length)
+    enc, y, logits = _distill_set(tokenizer, data, recipe.data.max_length,
+                                  load_file(teacher_data) if teacher_data is not None else None)
     settings = _settings(d, recipe.seed, temperature=d.temperature, alpha=d.alpha, hidden_weight=d.hidden_weight)
     metrics = train_classifier(student, enc, y, settings, teacher_logits=logits, teacher=base if hidden else None,
                                keep=keep)

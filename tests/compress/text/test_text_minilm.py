@@ -6,8 +6,7 @@ from __future__ import annotations
 import json
 
 import pytest
-from conftest import make_recipe
-from test_text_task import load_outside
+from text_testing import load_outside, make_recipe
 
 from flows.recipe import make_variant
 
@@ -21,11 +20,13 @@ def test_minilm_shakespeare_end_to_end(tmp_path):
 
     short = {"batch_size": 8, "max_steps": 2}
     recipe = make_recipe(data={"builtin": "shakespeare_genre", "max_length": 24,
-                               "shakespeare": {"passages_per_play": 2, "lines_per_passage": 2}},
+                               "shakespeare": {"passages_per_play": 2, "lines_per_passage": 2,
+                                               "transfer_per_play": 1}},
                          teacher={"model": "minilm", "num_labels": 3, "fine_tune": short},
                          distill=short, prune={"ffn": 0.5, "recover": {**short, "max_steps": 1}})
     ds = task.dataset(recipe, tmp_path / "d")
     assert ds.metadata["labels"] == ["comedy", "history", "tragedy"] and ds.metrics["n_test"] == 16
+    assert ds.metrics["n_transfer"] == 28  # one unlabelled passage of each training play
     teacher = task.teacher(recipe, ds.path, tmp_path / "t")
     assert teacher.metadata["fine_tuned"] and teacher.metrics["train_steps"] == 2
     assert {"accuracy", "seen_accuracy"} <= set(teacher.metrics)

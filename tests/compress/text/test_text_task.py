@@ -4,13 +4,9 @@ pruned model really smaller, and the export loaded by transformers in a process 
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
-from conftest import make_recipe, write_model
+from text_testing import load_outside, make_recipe, write_csv, write_model
 
 from compress.tasks import STAGES, Task
 from flows.recipe import make_variant
@@ -31,45 +27,25 @@ def test_registered_with_every_stage(task):
     assert set(task.sources) == set(STAGES)
 
 
-LOAD_SCRIPT = """
-import json, sys
-from transformers import AutoModelForSequenceClassification, pipeline
-for folder in sys.argv[2:]:
-    m = AutoModelForSequenceClassification.from_pretrained(folder)
-    out = pipeline("text-classification", model=folder)(sys.argv[1])[0]
-    print(json.dumps({"folder": folder, "label": out["label"], "labels": sorted(m.config.label2id),
-                      "linear": type(m.bert.encoder.layer[0].intermediate.dense).__name__,
-                      "shrinkwrap": any(k.startswith(("compress", "shrinkwrap")) for k in sys.modules)}))
-"""
-
-
-def load_outside(exports: list[Path], text: str, cwd: Path) -> list[dict]:
-    """Load each export with plain transformers (from_pretrained and pipeline) in a subprocess that runs
-    outside the repository, isolated (-I: no PYTHONPATH, no cwd on sys.path), so shrinkwrap is not
-    importable; returns one dict per export."""
-    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"} | {"HF_HUB_OFFLINE": "1",
-                                                                      "OMP_NUM_THREADS": "1"}
-    done = subprocess.run([sys.executable, "-I", "-c", LOAD_SCRIPT, text, *map(str, exports)], cwd=cwd, env=env,
-                          capture_output=True, text=True, timeout=300)
-    assert done.returncode == 0, done.stderr[-3000:]
-    return [json.loads(line) for line in done.stdout.splitlines() if line.startswith("{")]
-
-
 def test_stages_in_sequence_export_loads_in_transformers(task, tmp_path, csv_data):
     train, test = csv_data
     encoder = write_model(tmp_path / "encoder", classifier=False)
+    extra = write_csv(tmp_path / "extra.csv", 32, 2, columns=("review",))  # unlabelled: a KD transfer set
     recipe = make_recipe(
-        data={"train": str(train), "test": str(test), "text_column": "review", "label_column": "sentiment",
-              "max_length": 16},
+        data={"train": str(train), "test": str(test), "unlabelled": str(extra), "text_column": "review",
+              "label_column": "sentiment", "max_length": 16},
         teacher={"model": str(encoder), "num_labels": 2, "fine_tune": {"epochs": 10, "batch_size": 16, "lr": 3e-3}},
         distill={"epochs": 4, "batch_size": 16, "lr": 3e-3, "hidden_weight": 0.5},
         prune={"ffn": 0.5, "drop_layers": [1], "recover": {"epochs": 1, "batch_size": 16, "lr": 1e-3}})
     ds = task.dataset(recipe, tmp_path / "w1")
-    assert ds.metadata["labels"] == ["neg", "pos"] and ds.metrics["n_train"] == 64
+    assert ds.metadata["labels"] == ["neg", "pos"] and ds.metrics["n_train"] == 64 and ds.metrics["n_transfer"] == 32
     teacher = task.teacher(recipe, ds.path, tmp_path / "w2")
     assert teacher.metadata["fine_tuned"] and teacher.metrics["accuracy"] > 0.8  # words decide the label
+    assert not any(k.startswith("transfer") for k in teacher.metrics)  # the transfer set is never evaluated
     soft = task.teacher_data(recipe, ds.path, teacher.path, tmp_path / "w3")
+    assert soft.metrics == {"n_train": 64, "n_transfer": 32}
     student = task.distill(recipe, ds.path, soft.path, teacher.path, tmp_path / "w4")
+    assert student.metrics["train_steps"] == 4 * (64 + 32) // 16  # labelled + transfer texts, 4 epochs
     assert student.metadata["teacher_layers"] == [0, 2] and student.metadata["kd"]
     assert student.metrics["params"] < teacher.metrics["params"]
     pruned = task.prune(recipe, ds.path, student.path, teacher.path, tmp_path / "w5")
