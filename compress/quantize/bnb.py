@@ -112,8 +112,12 @@ def _bnb():
 
 def _loaded_bnb():
     """bitsandbytes if something imported it already, else None: a module can only be a bitsandbytes
-    layer once bitsandbytes is imported, so the describe hooks need not import it to answer no."""
-    return sys.modules.get("bitsandbytes")
+    layer once bitsandbytes is imported, so the describe hooks need not import it to answer no. A module
+    another thread is still importing (variants run in parallel) counts as not imported: it has no `nn` yet."""
+    bnb = sys.modules.get("bitsandbytes")
+    if bnb is None or getattr(getattr(bnb, "__spec__", None), "_initializing", False):
+        return None
+    return bnb
 
 
 @functools.cache

@@ -41,6 +41,9 @@ def test_config_dict_and_hash_record_the_type():
 
 
 def test_registry_has_every_config_and_refuses_unknown():
+    from compress.techniques import load_all
+
+    load_all()  # the table fills as technique modules are imported; alone, this file imports only some
     assert {"none", "int8", "nf4", "fp4"} <= set(QUANTIZERS)
     assert {QUANTIZERS[n].config for n in ("int8", "nf4", "fp4")} == {Int8Config, NF4Config, FP4Config}
 
@@ -130,3 +133,19 @@ def test_bitsandbytes_is_imported_only_when_a_bitsandbytes_layer_is_made():
             "print('after', 'bitsandbytes' in sys.modules, type(layer).__qualname__, tuple(layer(torch.ones(1, 128)).shape))\n")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split("\n")
     assert out[:2] == ["before False", "after True SafeLinear4bit (1, 8)"]
+
+
+def test_describe_hooks_ignore_bitsandbytes_while_another_thread_imports_it(monkeypatch):
+    """Parallel variants: one thread imports bitsandbytes while another asks which layers are quantized.
+    The half-imported module (no `nn` yet) must read as "not imported", not raise AttributeError."""
+    import sys
+    import types
+    from importlib.machinery import ModuleSpec
+
+    from compress.techniques import quantized_layers
+
+    partial = types.ModuleType("bitsandbytes")
+    partial.__spec__ = ModuleSpec("bitsandbytes", None)
+    partial.__spec__._initializing = True
+    monkeypatch.setitem(sys.modules, "bitsandbytes", partial)
+    assert quantized_layers(nn.Sequential(nn.Linear(4, 4))) == {}
