@@ -1,7 +1,7 @@
 """Compare the versions of a model on two metrics: every version's (x, y) plus the registry's Pareto front.
 
-The front itself comes from `registry.repository.pareto_front` (the one definition of dominance); this
-module only gathers the (x, y) of *all* versions so a client can plot the dominated ones too.
+The front is `registry.repository.pareto_select` (the one definition of dominance) over the values this
+module gathers for *all* versions, so a client can plot the dominated ones too.
 Values follow the registry's rule: the latest metric logged on the version or on its artifact, and the
 pseudo-metric `artifact_bytes` is the artifact's stored size.
 """
@@ -12,7 +12,7 @@ from sqlalchemy import or_, select
 from sqlalchemy.orm import Session
 
 from registry.models import Artifact, Metric, Model, ModelVersion
-from registry.repository import ARTIFACT_BYTES, get_model, like_for_like, pareto_front
+from registry.repository import ARTIFACT_BYTES, get_model, like_for_like, pareto_select
 
 
 def version_values(session: Session, model: Model, names: set[str]) -> dict[int, dict[str, float]]:
@@ -54,12 +54,10 @@ def compare_versions(session: Session, *, model_name: str, x_metric: str, y_metr
                                .where(ModelVersion.model_id == model.id)).all())
     both = {ids[n] for n, v in values.items() if x_metric in v and y_metric in v}
     like = like_for_like(session, model.id, both, (x_metric, y_metric), host)
-    front = [p.version.version for p in pareto_front(session, model_name=model_name, x_metric=x_metric,
-                                                     y_metric=y_metric, minimize_x=minimize_x,
-                                                     maximize_y=maximize_y, host=like.host)]
+    kept = [(number, v[x_metric], v[y_metric]) for number, v in sorted(values.items()) if ids[number] in like.kept]
+    front = [number for number, _, _ in pareto_select(kept, minimize_x=minimize_x, maximize_y=maximize_y)]
     on_front = set(front)
-    data = [{"version": number, "x": v[x_metric], "y": v[y_metric], "pareto": number in on_front}
-            for number, v in sorted(values.items()) if ids[number] in like.kept]
+    data = [{"version": number, "x": x, "y": y, "pareto": number in on_front} for number, x, y in kept]
     number_of = {vid: n for n, vid in ids.items()}
     return {"model_name": model_name, "x_metric": x_metric, "y_metric": y_metric, "minimize_x": minimize_x,
             "maximize_y": maximize_y, "data": data, "front": front, "host": like.host,

@@ -14,7 +14,6 @@ from prefect.cache_policies import NO_CACHE
 from compress.evaluate.timing import host_context, host_metrics
 from flows.recipe import Recipe
 from registry import repository as repo
-from registry.repository import timing_metric
 from registry.session import session_scope
 
 COMPARED = ("accuracy", "agreement", "kl_to_teacher", "file_bytes", "latency_p50_ms")
@@ -66,7 +65,7 @@ def comparison_markdown(result: dict[str, Any]) -> str:
         if new is None:
             continue
         change = f"{new - old:+.6g}" if old is not None else "-"
-        if timing_metric(name) and not like_for_like:
+        if repo.timing_metric(name) and not like_for_like:
             change = "not comparable: measured on another host context"
         lines.append(f"| {name} | {old if old is not None else '-'} | {new:.6g} | {change} |")
     return "\n".join(lines)

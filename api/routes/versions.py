@@ -28,18 +28,18 @@ from registry.repository.gates import Gate
 
 router = APIRouter(prefix="/models/{name}", tags=["versions"])
 VERSION_FIELDS = tuple(VersionPublic.model_fields)
-
-
-def fast_json(content) -> Response:
-    """JSON of plain dicts, lists, numbers, strings and aware datetimes (written with `Z`, as pydantic
-    writes UTC), for routes whose rows already have their schema's types."""
-    return Response(orjson.dumps(content, option=orjson.OPT_UTC_Z), media_type="application/json")
 VersionPath = Annotated[int, Path(ge=1, le=2**31 - 1, description="version number")]
 AliasPath = Annotated[str, Path(pattern=ALIAS_PATTERN, max_length=100, description="alias, e.g. production")]
 MetricQuery = Annotated[str, Query(pattern=METRIC_PATTERN, max_length=200)]
 HostQuery = Annotated[str | None, Query(pattern=r"^[0-9a-f]{16}$", description=(
     "with a timing metric on an axis: compare the versions measured on this host fingerprint "
     "(default: the newest version's)"))]
+
+
+def fast_json(content) -> Response:
+    """JSON of plain dicts, lists, numbers, strings and aware datetimes (written with `Z`, as pydantic
+    writes UTC), for routes whose rows already have their schema's types."""
+    return Response(orjson.dumps(content, option=orjson.OPT_UTC_Z), media_type="application/json")
 
 
 @router.get("/versions", response_model=VersionsPublic, summary="List versions, newest first")

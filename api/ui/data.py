@@ -3,8 +3,9 @@
 The model page is the heavy one: sorting 10k versions by a metric needs every version's value, so it
 reads the whole table of (version, status, bytes, technique, the metrics on show) in three set-based
 queries (joins on the model id, never 10k-item IN lists), sorts and slices in Python, and plots the same
-values. The Pareto front follows `registry.repository.pareto_front`'s rule (ready versions only; archived ones
-are plotted but never on the front), applied to the values already read (`front_versions`).
+values. The Pareto front is `registry.repository.pareto_select` (the rule of `pareto_front`: ready versions only;
+archived ones are plotted but never on the front) applied to the values already read: `pareto_front` itself
+would read every metric again (~170 ms at 10k versions).
 Metric values follow the registry's rule: the latest value logged on the version or on its artifact.
 """
 
@@ -18,7 +19,14 @@ from sqlalchemy import bindparam, func, select, union
 from sqlalchemy.orm import Session
 
 from registry.models import Artifact, Metric, ModelAlias, ModelVersion
-from registry.repository import ARTIFACT_BYTES, get_model, like_for_like, list_aliases, list_models
+from registry.repository import (
+    ARTIFACT_BYTES,
+    get_model,
+    like_for_like,
+    list_aliases,
+    list_models,
+    pareto_select,
+)
 
 QUALITY_METRICS = ("accuracy", "perplexity", "agreement", "top1", "f1")  # first one present is shown
 LATENCY_METRICS = ("latency_p50_ms", "latency_ms", "latency_p95_ms")
@@ -97,21 +105,6 @@ def _pick(names: list[str], preferred: tuple[str, ...], contains: str | None = N
     return next((n for n in names if contains and contains in n), None)
 
 
-def front_versions(points: list[tuple[int, float, float]], minimize_x: bool, maximize_y: bool) -> list[int]:
-    """Version numbers on the Pareto front of (version, x, y) points, best x first: the rule of
-    `registry.repository.pareto_front` (ties broken by the older version, as its row id order does),
-    applied to values this page already read; `pareto_front` itself would read every metric again
-    (~170 ms at 10k versions). tests/api/test_ui.py checks that both agree.
-    TODO(registry): expose the selection as a pure function there and call it from both places."""
-    sx, sy = (1 if minimize_x else -1), (-1 if maximize_y else 1)  # smaller key is better
-    best, front = None, []
-    for version, _x, y in sorted(points, key=lambda p: (sx * p[1], sy * p[2], p[0])):
-        if best is None or sy * y < best:
-            front.append(version)
-            best = sy * y
-    return front
-
-
 def sort_rows(rows: list[dict], sort: str, descending: bool) -> list[dict]:
     """Rows by `sort` (ties: newest version first); rows without a value last in either direction."""
     present = [r for r in rows if r[sort] is not None]
@@ -166,8 +159,8 @@ def model_page(session: Session, *, name: str, view: ModelView) -> dict[str, Any
     like = like_for_like(session, model.id, {r["id"] for r in plotted}, (x, y))  # timings: one host context
     plotted = [r for r in plotted if r["id"] in like.kept]
     points = [(r["version"], r["x"], r["y"]) for r in plotted]
-    front = front_versions([p for p, r in zip(points, plotted, strict=True) if r["status"] == "ready"],
-                           minimize_x, maximize_y)
+    front = [v for v, _, _ in pareto_select([p for p, r in zip(points, plotted, strict=True) if r["status"] == "ready"],
+                                            minimize_x=minimize_x, maximize_y=maximize_y)]
     return {"model": {"name": model.name, "description": model.description, "archived": model.archived},
             "quality": quality, "latency": latency, "axes": axes, "x": x, "y": y, "minimize_x": minimize_x,
             "maximize_y": maximize_y, "sort": sort, "descending": view.descending, "page": page, "pages": pages,

@@ -69,6 +69,7 @@ from registry.repository.versions import (
     list_versions,
     measured_hosts,
     pareto_front,
+    pareto_select,
     remove_alias,
     set_alias,
     timing_metric,
@@ -84,7 +85,7 @@ __all__ = [
     "get_token", "get_version", "like_for_like", "measured_hosts", "timing_metric", "heartbeat_run", "latest_crashed_run", "reconcile_runs", "worker_id", "get_version_by_alias", "get_version_id", "hash_token", "latest_values", "link_flow_run",
     "list_aliases", "list_artifacts", "list_metrics", "list_models", "list_runs", "list_stages", "list_tokens",
     "list_version_dicts", "list_version_metric_dicts", "list_versions", "log_metrics", "metric_value",
-    "parent_value", "pareto_front", "recipe_hash", "referenced_blobs", "register_artifact", "register_blob",
+    "parent_value", "pareto_front", "pareto_select", "recipe_hash", "referenced_blobs", "register_artifact", "register_blob",
     "remove_alias", "revoke_token", "set_alias", "set_run_status", "start_stage", "update_model", "update_version",
     "verify_token", "version_lineage",
 ]

@@ -11,6 +11,7 @@ with status `archived`), which `list_version_dicts` uses to page in O(page) inst
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 from sqlalchemy import bindparam, func, select
@@ -298,6 +299,20 @@ def like_for_like(session: Session, model_id: int, version_ids: set[int], metric
     return LikeForLike(host, kept, excluded, note)
 
 
+def pareto_select(points: Iterable[tuple[int, float, float]], *, minimize_x: bool = True,
+                  maximize_y: bool = True) -> list[tuple[int, float, float]]:
+    """The (key, x, y) points no other point dominates, best x first; of equal points the smaller key
+    (the older version) wins. The one definition of the front: `pareto_front` applies it to what it reads,
+    the API's compare and the UI's plot to values they already hold."""
+    sx, sy = (1 if minimize_x else -1), (-1 if maximize_y else 1)  # sort keys: smaller is better
+    front, best = [], None
+    for p in sorted(points, key=lambda p: (sx * p[1], sy * p[2], p[0])):
+        if best is None or sy * p[2] < best:
+            front.append(p)
+            best = sy * p[2]
+    return front
+
+
 def pareto_front(session: Session, *, model_name: str, x_metric: str, y_metric: str, minimize_x: bool = True,
                  maximize_y: bool = True, host: str | None = None) -> list[ParetoPoint]:
     """Versions not dominated on (x, y), sorted from best x to worst x.
@@ -311,14 +326,8 @@ def pareto_front(session: Session, *, model_name: str, x_metric: str, y_metric: 
     values = _metric_table(session, model.id, {x_metric, y_metric})
     both = {vid for vid, vals in values.items() if x_metric in vals and y_metric in vals}
     kept = like_for_like(session, model.id, both, (x_metric, y_metric), host).kept
-    points = [(vid, values[vid][x_metric], values[vid][y_metric]) for vid in kept]
-    sx, sy = (1 if minimize_x else -1), (-1 if maximize_y else 1)  # sort keys: smaller is better
-    points.sort(key=lambda p: (sx * p[1], sy * p[2], p[0]))
-    front, best = [], None
-    for p in points:
-        if best is None or sy * p[2] < best:
-            front.append(p)
-            best = sy * p[2]
+    front = pareto_select([(vid, values[vid][x_metric], values[vid][y_metric]) for vid in kept],
+                          minimize_x=minimize_x, maximize_y=maximize_y)
     rows = {v.id: v for v in session.scalars(select(ModelVersion).where(ModelVersion.id.in_([p[0] for p in front])))}
     return [ParetoPoint(rows[vid], x, y) for vid, x, y in front]
 

@@ -169,7 +169,7 @@ def test_lineage_layout_and_plot_geometry():
 
 
 def test_front_matches_the_registry(ui, tmp_path):
-    """The page's front (api.ui.data.front_versions) is the registry's pareto_front, on every axis pair."""
+    """The page's front (pareto_select over the values it read) is the registry's pareto_front, on every axis pair."""
     from api.ui import data
 
     _bulk_versions(ui["url"], tmp_path / "artifacts", 60)
