@@ -17,7 +17,7 @@ from contextlib import asynccontextmanager
 import anyio
 from fastapi import Depends, FastAPI
 
-from api import docs, errors, limits
+from api import docs, errors, fastpath, limits
 from api.routes import artifacts, health, models, runs, versions
 from api.schemas import ErrorBody
 from api.settings import ApiSettings
@@ -62,7 +62,9 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
     app.state.store = ArtifactStore(settings.artifact_root)
     app.state.schema_current = False
     app.state.db_slots = anyio.Semaphore(settings.db_concurrency)
+    app.state.fast_reads_served = 0  # requests answered by api/fastpath.py
     errors.install_error_handlers(app)
+    app.add_middleware(fastpath.FastReads)  # inside the body/URL limits (the last added is the outermost)
     app.add_middleware(limits.BodyLimitMiddleware, max_body_bytes=settings.max_body_bytes)
     for module in (health, models, versions, runs, artifacts):
         app.include_router(module.router)

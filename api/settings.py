@@ -67,6 +67,7 @@ class ApiSettings:
     # runs one write transaction at a time (BEGIN IMMEDIATE) and its busy handler waits by sleeping, so
     # queueing requests on the event loop (1) beats letting them poll the lock. None: pick by backend.
     db_concurrency: int | None = None
+    fast_reads: bool = True  # api/fastpath.py: the version list and metrics without FastAPI's per-request work
 
     def __post_init__(self):
         if self.db_concurrency is None:
@@ -89,6 +90,7 @@ class ApiSettings:
     def from_env(cls, **overrides) -> ApiSettings:
         values = {
             "open_reads": _env_bool("SHRINKWRAP_API_OPEN_READS", False),
+            "fast_reads": _env_bool("SHRINKWRAP_API_FAST_READS", True),
             "max_body_bytes": int(_env_number("SHRINKWRAP_API_MAX_BODY_BYTES", 1 << 20)),
             "deployment": os.environ.get("SHRINKWRAP_API_DEPLOYMENT") or default_deployment(),
             "prefect_timeout_s": _env_number("SHRINKWRAP_API_PREFECT_TIMEOUT_S", 5.0, float),

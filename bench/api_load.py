@@ -77,11 +77,12 @@ def seed(url: str, root: Path, versions: int) -> str:
     return token
 
 
-def start_server(url: str, root: Path, port: int, workers: int) -> subprocess.Popen:
+def start_server(url: str, root: Path, port: int, workers: int, cwd: Path = ROOT) -> subprocess.Popen:
+    """`api.main.serve` of the checkout at `cwd` (default: this one), once it answers /health."""
     env = {**os.environ, "SHRINKWRAP_DATABASE_URL": url, "SHRINKWRAP_ARTIFACT_ROOT": str(root)}
     code = (f"from api.main import serve; "
             f"raise SystemExit(serve('127.0.0.1', {port}, log_level='warning', workers={workers}))")
-    proc = subprocess.Popen([sys.executable, "-c", code], env=env, cwd=ROOT)
+    proc = subprocess.Popen([sys.executable, "-c", code], env=env, cwd=cwd)
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         if proc.poll() is not None:
@@ -130,6 +131,30 @@ async def drive(base: str, token: str, paths, *, rate: float, seconds: float, ma
             "max": latencies[-1], "lag_p99": statistics.quantiles(lags, n=100, method="inclusive")[98],
             "server_cpu_ms": 1000 * cpu / n,
             "latencies": latencies}
+
+
+async def saturate(base: str, token: str, path: str, seconds: float, pid: int, connections: int = 32) -> dict:
+    """Closed loop: `connections` clients each send the next request as soon as the last one is answered, for
+    `seconds` (after a short warm-up): the requests/s one server answers flat out, and its CPU per request.
+    The load generator shares the machine's cores, so on 2 cores this is a floor."""
+    done = 0
+    stop = time.perf_counter() + seconds
+    async with aiohttp.ClientSession(base, headers={"Authorization": f"Bearer {token}"},
+                                     connector=aiohttp.TCPConnector(limit=connections)) as client:
+        async def worker():
+            nonlocal done
+            while time.perf_counter() < stop:
+                async with client.get(path) as r:
+                    await r.read()
+                    if r.status == 200:
+                        done += 1
+        await asyncio.gather(*(worker() for _ in range(4)))  # warm the connections
+        done = 0
+        stop = time.perf_counter() + seconds
+        cpu0, t0 = server_cpu_seconds(pid), time.perf_counter()
+        await asyncio.gather(*(worker() for _ in range(connections)))
+        elapsed, cpu = time.perf_counter() - t0, server_cpu_seconds(pid) - cpu0
+    return {"req_per_s": done / elapsed, "cpu_ms": 1000 * cpu / max(1, done), "server_cpu_share": cpu / elapsed}
 
 
 async def _open_loop(client: aiohttp.ClientSession, paths, *, rate: float, n: int) -> tuple[list, list, int]:
@@ -199,6 +224,8 @@ def main() -> int:
                     results[(workers, name)] = asyncio.run(drive(
                         f"http://127.0.0.1:{port}", token, paths, rate=args.rate, seconds=args.seconds,
                         max_requests=args.max_requests, warmup=args.warmup, server_pid=proc.pid))
+                    results[(workers, name)]["saturation"] = asyncio.run(saturate(
+                        f"http://127.0.0.1:{port}", token, paths(0), min(args.seconds, 5.0), proc.pid))["req_per_s"]
             finally:
                 proc.terminate()
                 proc.wait(timeout=30)
@@ -208,13 +235,15 @@ def main() -> int:
              f"{backend}; open-loop {args.rate:g} req/s target for {args.seconds:g} s per scenario after "
              f"{args.warmup:g} s of warm-up at the same rate; read token; load generator in the same machine; "
              f"{os.cpu_count()} CPUs ({platform.processor() or platform.machine()}), load average at end "
-             f"{os.getloadavg()[0]:.1f} (machine shared with other jobs: latencies include their noise).", "",
+             f"{os.getloadavg()[0]:.1f}. Saturation: a closed loop of 32 connections on the scenario's first path for "
+             f"{min(args.seconds, 5.0):g} s, requests answered per second (the load generator shares the cores).", "",
              "| workers | scenario | requests | errors | throughput (req/s) | p50 (ms) | p99 (ms) | max (ms) "
-             "| client lag p99 (ms) | server CPU (ms/request) | p99 <= 50 ms |",
-             "|---|---|---|---|---|---|---|---|---|---|---|"]
+             "| client lag p99 (ms) | server CPU (ms/request) | saturation (req/s) | p99 <= 50 ms |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for (workers, name), r in results.items():
         lines.append(f"| {workers} | {name} | {r['requests']} | {r['errors']} | {r['throughput']:.0f} | {r['p50']:.1f} | "
                      f"{r['p99']:.1f} | {r['max']:.1f} | {r['lag_p99']:.1f} | {r['server_cpu_ms']:.2f} | "
+                     f"{r['saturation']:.0f} | "
                      f"{'yes' if r['p99'] <= 50 else 'no'} |")
     table = "\n".join(lines) + "\n"
     print(table)

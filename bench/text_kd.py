@@ -48,16 +48,20 @@ from compress.evaluate.system import percentile  # noqa: E402
 from compress.text.evaluate import quality  # noqa: E402
 from compress.text.models import build_student, load_teacher_model  # noqa: E402
 from compress.text.prune import prune_encoder_  # noqa: E402
-from compress.text.shakespeare import build_genre_splits, transfer_passages  # noqa: E402
+from compress.text.shakespeare import HELD_OUT, build_genre_splits, play_chunks, transfer_passages  # noqa: E402
 from compress.text.stages import quantized_model  # noqa: E402
 from compress.text.train import TrainSettings, batch_of, encode, predict_logits, train_classifier  # noqa: E402
 from flows.recipe import make_variant  # noqa: E402
 
+# Plays kept out of training to choose each arm's learning rate on (2 comedies, 1 history, 2 tragedies), so
+# that `test` (the 8 held-out plays) is looked at once, for the final figures.
+VALIDATION_PLAYS = ("as_you_like_it", "much_ado_about_nothing", "henry_iv_part_1", "hamlet", "lear")
 ARMS = {"1 random init + hard labels": ("random", False), "2 teacher init + hard labels": ("teacher", False),
         "3 teacher init + KD": ("teacher", True), "4 random init + KD": ("random", True)}
 
 
 RESUMED: list[str] = []  # student runs whose results came from an earlier, interrupted invocation
+PRODUCED: set[str] = set()  # student runs trained by this invocation (a grid run reused later is not resumed)
 
 
 def log(msg: str) -> None:
@@ -65,10 +69,15 @@ def log(msg: str) -> None:
 
 
 def evaluate(model, encs, teacher_logits, num_classes) -> dict[str, float]:
-    out = {}
+    """Quality on every split, plus `test_pred`: the predicted class of every test passage (for the paired
+    bootstrap of the difference between arms)."""
+    out: dict[str, Any] = {}
     for split, (enc, y) in encs.items():
-        q = quality(predict_logits(model, enc), y, num_classes, teacher_logits.get(split))
+        logits = predict_logits(model, enc)
+        q = quality(logits, y, num_classes, teacher_logits.get(split))
         out.update({f"{split}_{k}": v for k, v in q.items()})
+        if split == "test":
+            out["test_pred"] = logits.argmax(-1).tolist()
     return out
 
 
@@ -143,7 +152,14 @@ def parse_args() -> argparse.Namespace:
     # 4 epochs at lr 3e-4: at 2 epochs / 1e-4 every student was undertrained (46% against the teacher's 57%,
     # KD no better than hard labels); bench/results/text_kd.md lists the configurations tried
     ap.add_argument("--student-epochs", type=int, default=4, help="epochs over the KD arms' training set")
-    ap.add_argument("--student-lr", type=float, default=3e-4)
+    ap.add_argument("--lr-grid", type=float, nargs="+", default=[1e-4, 3e-4, 1e-3],
+                    help="student learning rates; with more than one, arms 2 and 3 each take the one that is best "
+                         "on the validation plays (seed 0), arm 1 takes arm 2's and arm 4 arm 3's")
+    ap.add_argument("--val-plays", nargs="*", default=list(VALIDATION_PLAYS),
+                    help="plays kept out of training for choosing the learning rate (none: no validation split)")
+    ap.add_argument("--test-per-play", type=int, default=200,
+                    help="passages of each held-out / validation play (capped by what the play has)")
+    ap.add_argument("--bootstrap", type=int, default=2000, help="bootstrap resamples for the KD gain's interval")
     ap.add_argument("--temperature", type=float, default=2.0)
     ap.add_argument("--alpha", type=float, default=0.5)
     ap.add_argument("--hidden-weight", type=float, default=0.0, help="KD arms: cosine term on hidden states")
@@ -187,9 +203,11 @@ def student_run(cache: Path, settings: dict, train) -> tuple[dict[str, float], A
     if (folder / "metrics.json").is_file():
         model = (AutoModelForSequenceClassification.from_pretrained(folder).eval()
                  if (folder / "config.json").is_file() else None)
-        RESUMED.append(folder.name)
+        if folder.name not in PRODUCED:
+            RESUMED.append(folder.name)
         return json.loads((folder / "metrics.json").read_text()), model
     metrics, model = train()
+    PRODUCED.add(folder.name)
     folder.mkdir(parents=True, exist_ok=True)
     if settings["init"] == "teacher" and settings["kd"]:  # arm 3's students start the pruned variants
         model.save_pretrained(folder)
@@ -201,14 +219,17 @@ def main() -> None:
     args = parse_args()
     torch.set_num_threads(args.threads)
     start, load_start = time.perf_counter(), os.getloadavg()
-    data = build_genre_splits(passages_per_play=args.passages_per_play, lines_per_passage=args.lines)
+    val_plays = tuple(args.val_plays)
+    data = build_genre_splits(passages_per_play=args.passages_per_play, lines_per_passage=args.lines,
+                              validation=val_plays, test_per_play=args.test_per_play)
     nc = len(data.labels)
     teacher, tok, _ = load_teacher_model("minilm", data.labels)
     if args.timing_only:
         return timing_only(args, data, teacher, tok)
     encs = {s: (encode(tok, t, args.max_length), torch.tensor(y)) for s, (t, y) in data.splits.items()}
     train_enc, train_y = encs.pop("train")
-    transfer = transfer_passages(data, per_play=args.transfer, lines_per_passage=args.lines) if args.transfer else []
+    transfer = (transfer_passages(data, per_play=args.transfer, lines_per_passage=args.lines,
+                                  held_out=HELD_OUT + val_plays) if args.transfer else [])
     log(f"data: { {s: len(t) for s, (t, _) in data.splits.items()} }, transfer {len(transfer)}")
     t_fit, cache = fine_tuned_teacher(args, data, teacher, tok, train_enc, train_y)
     kd_texts = data.splits["train"][0] + transfer
@@ -217,47 +238,109 @@ def main() -> None:
     kd_logits = predict_logits(teacher, kd_enc)  # (N_train + N_transfer, C)
     t_train = kd_logits[:len(train_y)]
     t_eval = {s: predict_logits(teacher, enc) for s, (enc, _) in encs.items()}
-    rows = {"teacher (MiniLM-L6, 6 layers)": evaluate(teacher, encs, {}, nc)}
-    log(f"teacher {rows['teacher (MiniLM-L6, 6 layers)']} in {t_fit['train_seconds']:.0f}s")
+    teacher_name = "teacher (MiniLM-L6, 6 layers)"
+    rows = {teacher_name: evaluate(teacher, encs, {}, nc)}
+    log(f"teacher { {k: v for k, v in rows[teacher_name].items() if k != 'test_pred'} } "
+        f"in {t_fit['train_seconds']:.0f}s")
     steps = args.student_epochs * -(-len(kd_y) // 32)  # the same steps for every arm
-    models = {"teacher (MiniLM-L6, 6 layers)": teacher}
-    for arm, (name, (init, kd)) in enumerate(ARMS.items(), 1):
+    eval_key = {"test_per_play": args.test_per_play, "val_plays": sorted(val_plays)}
+
+    def run_arm(arm: int, lr: float, seed: int) -> tuple[dict, Any]:
+        init, kd = list(ARMS.values())[arm - 1]
+        student, keep = build_student(teacher, init=init, seed=seed)
+        settings = TrainSettings(epochs=10**6, max_steps=steps, lr=lr, seed=seed, temperature=args.temperature,
+                                 alpha=args.alpha, hidden_weight=args.hidden_weight if kd else 0.0)
+
+        def train():
+            fit = train_classifier(student, kd_enc if kd else train_enc, kd_y if kd else train_y, settings,
+                                   teacher_logits=kd_logits if kd else None,
+                                   teacher=teacher if kd and args.hidden_weight > 0 else None, keep=keep)
+            return evaluate(student, encs, t_eval, nc) | {"train_s": fit["train_seconds"]}, student
+        key = dataclasses.asdict(settings) | {"init": init, "kd": kd, "transfer": args.transfer} | eval_key
+        metrics, trained = student_run(cache, key, train)
+        log(f"arm {arm} lr {lr:g} seed {seed}: " + ", ".join(f"{k} {v:.4g}" for k, v in metrics.items()
+                                                           if k in ("validation_accuracy", "test_accuracy", "train_s")))
+        return metrics, (trained if trained is not None else student)
+
+    # the learning rate of each arm, chosen on the validation plays (seed 0) when there is a choice
+    grid: dict[tuple[int, float], float] = {}
+    lr_of = {arm: args.lr_grid[0] for arm in ARMS_RANGE}
+    if len(args.lr_grid) > 1:
+        if "validation" not in encs:
+            raise SystemExit("--lr-grid with several rates needs validation plays (--val-plays)")
+        for arm in (2, 3):
+            for lr in args.lr_grid:
+                grid[arm, lr] = run_arm(arm, lr, 0)[0]["validation_accuracy"]
+            best = max(args.lr_grid, key=lambda lr, arm=arm: grid[arm, lr])
+            lr_of.update({arm: best, {2: 1, 3: 4}[arm]: best})
+        log(f"learning rates chosen on the validation plays: {lr_of}")
+    models = {teacher_name: teacher}
+    for arm, name in enumerate(ARMS, 1):
         if arm not in args.arms:
             continue
         runs = []
         for seed in args.seeds:
-            student, keep = build_student(teacher, init=init, seed=seed)
-            settings = TrainSettings(epochs=10**6, max_steps=steps, lr=args.student_lr, seed=seed,
-                                     temperature=args.temperature, alpha=args.alpha,
-                                     hidden_weight=args.hidden_weight if kd else 0.0)
-
-            def train(student=student, keep=keep, settings=settings, kd=kd):
-                fit = train_classifier(student, kd_enc if kd else train_enc, kd_y if kd else train_y, settings,
-                                       teacher_logits=kd_logits if kd else None,
-                                       teacher=teacher if kd and args.hidden_weight > 0 else None, keep=keep)
-                return evaluate(student, encs, t_eval, nc) | {"train_s": fit["train_seconds"]}, student
-            key = dataclasses.asdict(settings) | {"init": init, "kd": kd, "transfer": args.transfer}
-            metrics, trained = student_run(cache, key, train)
+            metrics, trained = run_arm(arm, lr_of[arm], seed)
             runs.append(metrics)
-            log(f"arm {name} seed {seed}: {runs[-1]}")
-        rows[name] = mean_and_std(runs)
-        # the last seed's model is timed; a resumed run without it times an untrained student of the same shape
-        # (latency does not depend on the weights' values)
-        models[name] = trained if trained is not None else student
+        rows[name] = mean_and_std(runs) | {"lr": lr_of[arm]}
+        models[name] = trained  # the last seed's model is timed (latency does not depend on the weights' values)
     if 3 in args.arms and not args.no_variants:
         variants(args, rows, models, encs, tok, train_enc, train_y, t_train, t_eval, nc)
     for name, timing in interleaved_speed(models, encs["test"][0], warmup=3, iters=args.iters).items():
         rows[name].update(timing, params=float(sum(p.numel() for p in models[name].parameters())))
-    conditions = {"steps": steps, "n_transfer": len(transfer), "load_start": load_start, "load_end": os.getloadavg()}
+    test_plays = plays_of(data.splits["test"][0], args.lines)
+    conditions = {"steps": steps, "n_transfer": len(transfer), "load_start": load_start, "load_end": os.getloadavg(),
+                  "grid": grid, "lr_of": lr_of, "val_plays": val_plays,
+                  "gain": kd_gain(rows, encs["test"][1], test_plays, args.bootstrap)}
     write(args, rows, data, t_fit, time.perf_counter() - start, conditions)
+
+
+ARMS_RANGE = range(1, len(ARMS) + 1)
+
+
+def plays_of(texts: list[str], lines: int) -> list[str]:
+    """The held-out play each test passage comes from (for the play-level bootstrap)."""
+    from compress import assets
+
+    folder = assets.shakespeare_texts()[0].parent
+    where = {chunk: play for play in HELD_OUT
+             for chunk in play_chunks(folder / f"{play}_gut.txt", lines_per_passage=lines)}
+    return [where[t] for t in texts]
+
+
+def kd_gain(rows: dict, y: torch.Tensor, plays: list[str], resamples: int) -> dict[str, Any] | None:
+    """Arm 3's held-out accuracy minus the best hard-label arm's (both the mean over seeds), with 95% percentile
+    bootstrap intervals: over passages (paired: both arms scored on the same resampled passages) and over
+    plays (whole held-out plays resampled, since passages of one play are not independent)."""
+    hard = [n for n in ("1 random init + hard labels", "2 teacher init + hard labels") if n in rows]
+    kd = rows.get("3 teacher init + KD")
+    if kd is None or not hard or "test_preds" not in kd:
+        return None
+    best = max(hard, key=lambda n: rows[n]["test_accuracy"])
+    correct = {n: (torch.tensor(rows[n]["test_preds"]) == y).float().mean(0) for n in (best, "3 teacher init + KD")}
+    diff = correct["3 teacher init + KD"] - correct[best]  # per passage, averaged over seeds
+    gen = torch.Generator().manual_seed(0)
+    by_passage = diff[torch.randint(len(diff), (resamples, len(diff)), generator=gen)].mean(1)
+    names = sorted(set(plays))
+    groups = [torch.tensor([i for i, p in enumerate(plays) if p == name]) for name in names]
+    by_play = []
+    for _ in range(resamples):
+        idx = torch.cat([groups[j] for j in torch.randint(len(groups), (len(groups),), generator=gen).tolist()])
+        by_play.append(float(diff[idx].mean()))
+    q = torch.tensor([0.025, 0.975])
+    per_play = {name: 100 * float(diff[g].mean()) for name, g in zip(names, groups, strict=True)}
+    return {"vs": best, "points": 100 * float(diff.mean()),
+            "ci_passage": (100 * torch.quantile(by_passage, q)).tolist(),
+            "ci_play": (100 * torch.quantile(torch.tensor(by_play), q)).tolist(), "per_play": per_play}
 
 
 def mean_and_std(runs: list[dict[str, float]]) -> dict[str, float]:
     """Mean over seeds of every column, plus `<col>_std` (sample std; 0 for one seed) and per-seed accuracy."""
-    out = {k: sum(r[k] for r in runs) / len(runs) for k in runs[0]}
+    out: dict[str, Any] = {k: sum(r[k] for r in runs) / len(runs) for k in runs[0] if k != "test_pred"}
     for k in list(out):
         out[f"{k}_std"] = (sum((r[k] - out[k]) ** 2 for r in runs) / max(1, len(runs) - 1)) ** 0.5
     out["seed_accuracies"] = [r["test_accuracy"] for r in runs]
+    out["test_preds"] = [r["test_pred"] for r in runs]  # seeds x passages
     return out
 
 
@@ -285,7 +368,7 @@ def fmt(value) -> str:
 def write(args, rows, data, t_fit, seconds, conditions) -> None:
     teacher = rows["teacher (MiniLM-L6, 6 layers)"]
     cols = ["test_accuracy", "test_macro_f1", "test_agreement", "test_kl_to_teacher", "test_seen_accuracy",
-            "latency_b1_p50_ms", "latency_b32_p50_ms", "latency_b32_p95_ms", "seqs_per_s_b32", "params"]
+            "validation_accuracy", "lr", "latency_b1_p50_ms", "latency_b32_p50_ms", "latency_b32_p95_ms", "seqs_per_s_b32", "params"]
     n_seeds = len(args.seeds)
     lines = ["# Text KD: MiniLM-L6 teacher vs half-depth students (Shakespeare genre)", "",
              f"Produced by `bench/text_kd.py {' '.join(sys.argv[1:])}` on {time.strftime('%Y-%m-%d')}, "
@@ -295,14 +378,16 @@ def write(args, rows, data, t_fit, seconds, conditions) -> None:
              f"{'/'.join(f'{x:.2f}' for x in conditions['load_end'])} at the end. Whole run {seconds:.0f} s"
              + (f" ({len(RESUMED)} student runs taken from an interrupted earlier invocation of the same "
                 "command, whose load is not in these figures)." if RESUMED else "."), "",
-             f"Data: {args.passages_per_play} passages/play of {args.lines} spoken lines, max {args.max_length} tokens; "
-             f"train {len(data.splits['train'][0])}, test (8 held-out plays) {len(data.splits['test'][0])}, "
+             f"Data: {args.passages_per_play} passages per training play of {args.lines} spoken lines, max "
+             f"{args.max_length} tokens; train {len(data.splits['train'][0])}, test (8 held-out plays, up to "
+             f"{args.test_per_play} passages each) {len(data.splits['test'][0])}, validation ("
+             f"{', '.join(conditions['val_plays']) or 'none'}) {len(data.splits.get('validation', ([],))[0])}, "
              f"test_seen (unseen passages of training plays) {len(data.splits['test_seen'][0])}; KD transfer set "
              f"{conditions['n_transfer']} unlabelled passages ({args.transfer} per training play). "
              f"Teacher: {args.teacher_epochs} epochs, AdamW lr {args.teacher_lr:g}, batch 32 "
              f"({t_fit['train_seconds']:.0f} s). Students: 3 layers (teacher layers 0, 2, 4), {conditions['steps']} "
              f"steps each ({args.student_epochs} epochs over the KD arms' {len(data.splits['train'][0])} + "
-             f"{conditions['n_transfer']} passages), lr {args.student_lr:g}, batch 32, T={args.temperature:g}, "
+             f"{conditions['n_transfer']} passages), lr per arm (column lr), batch 32, T={args.temperature:g}, "
              f"alpha={args.alpha:g}, hidden-state cosine weight {args.hidden_weight:g} (KD arms); seeds {args.seeds} "
              f"(accuracy columns are the mean over seeds; the pruned / quantized rows start from the last seed's "
              f"arm-3 student). Latency: first 1 / 32 test passages, 3 warm-up + {args.iters} timed rounds, "
@@ -316,6 +401,22 @@ def write(args, rows, data, t_fit, seconds, conditions) -> None:
         lines += [f"- {name}: {', '.join(f'{a:.4f}' for a in r['seed_accuracies'])} "
                   f"(mean {r['test_accuracy']:.4f}, std {r['test_accuracy_std']:.4f})"
                   for name, r in rows.items() if "seed_accuracies" in r]
+    if conditions["grid"]:
+        rates = sorted({lr for _, lr in conditions["grid"]})
+        lines += ["", "Learning rate chosen on the validation plays (seed 0, validation accuracy; arm 1 takes arm 2's "
+                  "rate, arm 4 takes arm 3's):", "", "| arm | " + " | ".join(f"lr {lr:g}" for lr in rates) + " |",
+                  "|---|" + "---:|" * len(rates)]
+        for arm in sorted({a for a, _ in conditions["grid"]}):
+            lines.append(f"| {arm} | " + " | ".join(
+                f"{'**' if lr == conditions['lr_of'][arm] else ''}{conditions['grid'][arm, lr]:.4f}"
+                f"{'**' if lr == conditions['lr_of'][arm] else ''}" for lr in rates) + " |")
+    gain = conditions["gain"]
+    if gain:
+        lines += ["", f"KD gain, arm 3 minus {gain['vs']} (held-out accuracy, mean over seeds): "
+                  f"{gain['points']:+.1f} points; 95% bootstrap interval over passages (paired) "
+                  f"[{gain['ci_passage'][0]:+.1f}, {gain['ci_passage'][1]:+.1f}], over whole plays "
+                  f"[{gain['ci_play'][0]:+.1f}, {gain['ci_play'][1]:+.1f}] ({args.bootstrap} resamples). Per play: "
+                  + ", ".join(f"{k} {v:+.1f}" for k, v in gain["per_play"].items()) + "."]
     lines += ["", "## Goals", ""] + goals(rows, teacher)
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text("\n".join(lines) + "\n")

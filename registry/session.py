@@ -22,7 +22,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Connection, Engine, create_engine, event
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session
 
@@ -106,7 +106,7 @@ def session_scope(engine_or_url: Engine | str | None = None, *, readonly: bool =
     for a writer (WAL), and it always ends in a rollback; nothing written in it is kept."""
     engine = engine_or_url if isinstance(engine_or_url, Engine) else get_engine(engine_or_url)
     if readonly:
-        engine = engine.execution_options(shrinkwrap_readonly=True)
+        engine = readonly_engine(engine)
     session = Session(engine, expire_on_commit=False)
     try:
         yield session
@@ -119,6 +119,24 @@ def session_scope(engine_or_url: Engine | str | None = None, *, readonly: bool =
         raise
     finally:
         session.close()
+
+
+def readonly_engine(engine: Engine) -> Engine:
+    """`engine` with the read-only option (deferred BEGIN on SQLite, see make_engine), made once per engine:
+    building it per request costs more than a hot read's query."""
+    ro = engine.__dict__.get("_shrinkwrap_readonly")
+    if ro is None:
+        ro = engine.__dict__["_shrinkwrap_readonly"] = engine.execution_options(shrinkwrap_readonly=True)
+    return ro
+
+
+@contextmanager
+def read_scope(engine: Engine) -> Iterator[Connection]:
+    """One read-only transaction on a Core connection, as `session_scope(engine, readonly=True)` gives one
+    on a Session, for hot read paths that run only prebuilt Core statements (no ORM unit of work to set
+    up and tear down); it always ends in a rollback."""
+    with readonly_engine(engine).connect() as conn:
+        yield conn
 
 
 def alembic_config(url: str | None = None, connection=None):

@@ -27,7 +27,6 @@ from registry.repository import versions as repo
 from registry.repository.gates import Gate
 
 router = APIRouter(prefix="/models/{name}", tags=["versions"])
-VERSION_FIELDS = tuple(VersionPublic.model_fields)
 VersionPath = Annotated[int, Path(ge=1, le=2**31 - 1, description="version number")]
 AliasPath = Annotated[str, Path(pattern=ALIAS_PATTERN, max_length=100, description="alias, e.g. production")]
 MetricQuery = Annotated[str, Query(pattern=METRIC_PATTERN, max_length=200)]
@@ -50,7 +49,7 @@ async def list_versions(db: DbDep, name: ModelNamePath, page: PageDep):
     # against VersionsPublic and equal what FastAPI's own serialisation gives.
     rows, total = await db.run(lambda s: repo.list_version_dicts(s, model_name=name, limit=page.limit,
                                                                  offset=page.offset))
-    return fast_json({"data": [{k: r[k] for k in VERSION_FIELDS} for r in rows], "count": total})
+    return fast_json({"data": rows, "count": total})  # rows are keyed in VersionPublic's field order
 
 
 @router.get("/versions/{version}", response_model=VersionPublic, summary="Get a version")

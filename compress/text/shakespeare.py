@@ -92,30 +92,43 @@ def transfer_passages(data: TextSplits, *, per_play: int, lines_per_passage: int
 
 
 def build_genre_splits(*, passages_per_play: int = 40, lines_per_passage: int = 10, seen_fraction: float = 0.15,
-                       held_out: tuple[str, ...] = HELD_OUT, split: str = "play", seed: int = 0) -> TextSplits:
+                       held_out: tuple[str, ...] = HELD_OUT, split: str = "play", seed: int = 0,
+                       validation: tuple[str, ...] = (), test_per_play: int | None = None) -> TextSplits:
     """Splits train / test (held-out plays, or a random passage split with split="passage") /
-    test_seen (unseen passages of training plays; only with split="play")."""
+    test_seen (unseen passages of training plays; only with split="play").
+
+    `validation` names further plays kept out of training as a `validation` split (for choosing settings
+    without looking at `test`); `test_per_play` samples that many passages of each held-out or validation
+    play instead of `passages_per_play` (a large number takes every passage: a bigger, tighter test)."""
     if split not in ("play", "passage"):
         raise ValueError(f"data.shakespeare.split must be 'play' or 'passage', got {split!r}")
     if passages_per_play < 2 or lines_per_passage < 1 or not 0 < seen_fraction < 1:
         raise ValueError(f"need passages_per_play >= 2, lines_per_passage >= 1, 0 < seen_fraction < 1; got "
                          f"{passages_per_play}, {lines_per_passage}, {seen_fraction}")
-    for play in held_out:
+    if set(validation) & set(held_out) or (validation and split != "play"):
+        raise ValueError(f"validation plays {sorted(validation)} must be disjoint from the held-out plays and "
+                         f"need split='play'")
+    for play in (*held_out, *validation):
         genre_of(play)
     folder = assets.shakespeare_texts()[0].parent
     rng = random.Random(seed)
     raw: dict[str, tuple[list[str], list[str]]] = {"train": ([], []), "test": ([], [])}
     if split == "play":
         raw["test_seen"] = ([], [])
+    if validation:
+        raw["validation"] = ([], [])
     for genre, plays in FOLIO.items():
         for play in plays:
-            passages = play_passages(folder / f"{play}_gut.txt", lines_per_passage=lines_per_passage,
-                                     n=passages_per_play, rng=rng)
+            outside = split == "play" and (play in held_out or play in validation)
+            n = test_per_play if outside and test_per_play is not None else passages_per_play
+            passages = play_passages(folder / f"{play}_gut.txt", lines_per_passage=lines_per_passage, n=n, rng=rng)
             n_seen = max(1, round(len(passages) * seen_fraction))
             if split == "passage":
                 parts = {"test": passages[:n_seen], "train": passages[n_seen:]}
             elif play in held_out:
                 parts = {"test": passages}
+            elif play in validation:
+                parts = {"validation": passages}
             else:
                 parts = {"test_seen": passages[:n_seen], "train": passages[n_seen:]}
             for name, texts in parts.items():

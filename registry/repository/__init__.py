@@ -55,6 +55,7 @@ from registry.repository.tokens import (
 )
 from registry.repository.versions import (
     ARTIFACT_BYTES,
+    VERSION_PAGE_KEYS,
     LikeForLike,
     ParetoPoint,
     create_version,
@@ -75,10 +76,12 @@ from registry.repository.versions import (
     timing_metric,
     update_version,
     version_lineage,
+    version_metric_rows,
+    version_page,
 )
 
 __all__ = [
-    "ARTIFACT_BYTES", "GC_GRACE_SECONDS", "Gate", "LikeForLike", "ParetoPoint", "add_edge", "best_variant", "register_variants", "archive_model", "artifact_lineage",
+    "ARTIFACT_BYTES", "VERSION_PAGE_KEYS", "GC_GRACE_SECONDS", "Gate", "LikeForLike", "ParetoPoint", "add_edge", "best_variant", "register_variants", "archive_model", "artifact_lineage",
     "canonical_json", "check_model_name", "check_store", "collect_garbage", "create_model", "create_run",
     "create_token", "create_version", "evaluate_gates", "find_completed_stage", "finish_stage", "get_artifact",
     "get_latest_version", "get_model", "get_or_create_model", "get_run", "get_run_by_flow_run_id", "get_stage",
@@ -87,5 +90,5 @@ __all__ = [
     "list_version_dicts", "list_version_metric_dicts", "list_versions", "log_metrics", "metric_value",
     "parent_value", "pareto_front", "pareto_select", "recipe_hash", "referenced_blobs", "register_artifact", "register_blob",
     "remove_alias", "revoke_token", "set_alias", "set_run_status", "start_stage", "update_model", "update_version",
-    "verify_token", "version_lineage",
+    "verify_token", "version_lineage", "version_metric_rows", "version_page",
 ]

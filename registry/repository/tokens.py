@@ -7,7 +7,7 @@ import secrets
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import bindparam, select, update
+from sqlalchemy import Connection, bindparam, select, update
 from sqlalchemy.orm import Session
 
 from registry.errors import InvalidState
@@ -59,9 +59,9 @@ _LIVE_TOKEN = select(_tokens.c.id, _tokens.c.name, _tokens.c.scopes, _tokens.c.l
 _STAMP = update(_tokens).where(_tokens.c.id == bindparam("token_id")).values(last_used_at=bindparam("now"))
 
 
-def lookup_token(session: Session, *, token: str) -> TokenGrant | None:
-    """What the live (not revoked) token `token` grants, read with one prebuilt Core statement (no ORM row);
-    None for an unknown or revoked token."""
+def lookup_token(session: Session | Connection, *, token: str) -> TokenGrant | None:
+    """What the live (not revoked) token `token` grants, read with one prebuilt Core statement (no ORM row;
+    `session` may be a bare Connection); None for an unknown or revoked token."""
     if not token:
         return None
     row = session.execute(_LIVE_TOKEN, {"token_hash": hash_token(token)}).first()

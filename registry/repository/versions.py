@@ -14,7 +14,7 @@ import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from sqlalchemy import bindparam, func, select
+from sqlalchemy import Connection, DateTime, bindparam, func, select, type_coerce
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -84,30 +84,62 @@ def list_versions(session: Session, *, model_name: str, limit: int = 100,
 _versions, _models, _aliases, _metrics = (ModelVersion.__table__, Model.__table__, ModelAlias.__table__,
                                           Metric.__table__)
 _VERSION_KEYS = ("id", "version", "status", "artifact_id", "run_id", "description", "created_at")
+# a page's dict keys, in this order (the API's VersionPublic field order, so its JSON is written as is)
+VERSION_PAGE_KEYS = ("id", "model_name", "version", "status", "artifact_id", "run_id", "description", "created_at",
+                     "aliases")
 _METRIC_KEYS = ("id", "name", "value", "step", "stage", "run_id", "stage_run_id", "artifact_id", "version_id",
                 "created_at")
 _MODEL_AND_NEWEST = select(_models.c.id, _models.c.name,
                            select(func.max(_versions.c.version)).where(_versions.c.model_id == _models.c.id)
                            .scalar_subquery()).where(_models.c.name == bindparam("name"))
-_VERSION_COLUMNS = tuple(_versions.c[key] for key in _VERSION_KEYS)
-_VERSION_RANGE = (select(*_VERSION_COLUMNS)
-                  .where(_versions.c.model_id == bindparam("model_id"), _versions.c.version <= bindparam("top"))
-                  .order_by(_versions.c.version.desc()).limit(bindparam("limit")))
+
+
+def _version_columns(stored_times: bool) -> tuple:
+    # `stored_times`: created_at read with the plain DateTime type, skipping UTCDateTime's per-row tagging
+    # (about a quarter of a page's row handling): naive UTC on SQLite, as the driver gives it elsewhere
+    return tuple(type_coerce(_versions.c[key], DateTime()) if stored_times and key == "created_at" else _versions.c[key]
+                 for key in _VERSION_KEYS)
+
+
+def _version_range(stored_times: bool):
+    return (select(*_version_columns(stored_times))
+            .where(_versions.c.model_id == bindparam("model_id"), _versions.c.version <= bindparam("top"))
+            .order_by(_versions.c.version.desc()).limit(bindparam("limit")))
+
+
+def _version_offset_page(stored_times: bool):
+    return (select(*_version_columns(stored_times)).where(_versions.c.model_id == bindparam("model_id"))
+            .order_by(_versions.c.version.desc()).limit(bindparam("limit")).offset(bindparam("offset")))
+
+
+_VERSION_RANGE = {flag: _version_range(flag) for flag in (False, True)}
+_VERSION_PAGE = {flag: _version_offset_page(flag) for flag in (False, True)}
 _VERSION_COUNT = select(func.count()).where(_versions.c.model_id == bindparam("model_id"))
-_VERSION_PAGE = (select(*_VERSION_COLUMNS).where(_versions.c.model_id == bindparam("model_id"))
-                 .order_by(_versions.c.version.desc()).limit(bindparam("limit")).offset(bindparam("offset")))
 _MODEL_ALIASES = select(_aliases.c.version_id, _aliases.c.alias).where(_aliases.c.model_id == bindparam("model_id"))
-_VERSION_METRICS = (select(*(_metrics.c[key] for key in _METRIC_KEYS))
+_VERSION_METRICS = {flag: select(*(type_coerce(_metrics.c[key], DateTime()) if flag and key == "created_at"
+                                    else _metrics.c[key] for key in _METRIC_KEYS))
                     .join(_versions, _versions.c.id == _metrics.c.version_id)
                     .join(_models, _models.c.id == _versions.c.model_id)
                     .where(_models.c.name == bindparam("name"), _versions.c.version == bindparam("version"))
-                    .order_by(_metrics.c.id))
+                    .order_by(_metrics.c.id) for flag in (False, True)}
 
 
 def list_version_dicts(session: Session, *, model_name: str, limit: int = 100,
                        offset: int = 0) -> tuple[list[dict], int]:
-    """`list_versions` as plain dicts (the fields of a version plus `model_name` and its sorted `aliases`),
-    newest first, for read-only callers (the API's list route).
+    """`list_versions` as plain dicts (the fields of a version plus `model_name` and its sorted `aliases`,
+    keyed in `VERSION_PAGE_KEYS` order), newest first, for read-only callers; NotFound as `list_versions`."""
+    page = version_page(session, model_name=model_name, limit=limit, offset=offset)
+    if page is None:
+        get_model(session, name=model_name)  # raises the same NotFound as list_versions
+    return page
+
+
+def version_page(db: Session | Connection, *, model_name: str, limit: int = 100, offset: int = 0,
+                 stored_times: bool = False) -> tuple[list[dict], int] | None:
+    """One page of `list_version_dicts` read with prebuilt Core statements only, so `db` may be a Session or
+    a bare Connection (the API's hot read path, `registry.session.read_scope`); None when there is no model
+    `model_name`. With `stored_times` created_at comes as stored (naive UTC on SQLite, where UTCDateTime
+    would tag it), for writers that treat naive times as UTC (orjson's OPT_NAIVE_UTC).
 
     Versions are numbered 1..N without gaps (module docstring), so the total is N, the newest number (an
     index lookup, not a count of N rows), and the page at `offset` is the version range
@@ -117,35 +149,47 @@ def list_version_dicts(session: Session, *, model_name: str, limit: int = 100,
     with OFFSET and an exact count; pages below such a hole cannot tell and stay shifted by it, one more
     reason the registry never deletes a version."""
     check_page(limit, offset)
-    found = session.execute(_MODEL_AND_NEWEST, {"name": model_name}).first()
+    found = db.execute(_MODEL_AND_NEWEST, {"name": model_name}).first()
     if found is None:
-        get_model(session, name=model_name)  # raises the same NotFound as list_versions
+        return None
     model_id, model_name, newest = found
     total, top = newest or 0, (newest or 0) - offset
-    page = session.execute(_VERSION_RANGE, {"model_id": model_id, "top": top, "limit": limit}).all() if top > 0 else []
+    page = (db.execute(_VERSION_RANGE[stored_times], {"model_id": model_id, "top": top, "limit": limit}).all()
+            if top > 0 else [])
     expected = max(0, min(limit, top))
-    if len(page) != expected or (page and (page[0].version, page[-1].version) != (top, top - expected + 1)):
-        total = session.execute(_VERSION_COUNT, {"model_id": model_id}).scalar_one()
-        page = session.execute(_VERSION_PAGE, {"model_id": model_id, "limit": limit, "offset": offset}).all()
-    rows = [{**dict(zip(_VERSION_KEYS, r, strict=True)), "model_name": model_name, "aliases": []} for r in page]
+    if len(page) != expected or (page and (page[0][1], page[-1][1]) != (top, top - expected + 1)):
+        total = db.execute(_VERSION_COUNT, {"model_id": model_id}).scalar_one()
+        page = db.execute(_VERSION_PAGE[stored_times], {"model_id": model_id, "limit": limit,
+                                                        "offset": offset}).all()
+    rows = [{"id": vid, "model_name": model_name, "version": number, "status": status, "artifact_id": artifact_id,
+             "run_id": run_id, "description": description, "created_at": created_at, "aliases": []}
+            for vid, number, status, artifact_id, run_id, description, created_at in page]
     if rows:
         by_id = {r["id"]: r for r in rows}
-        for version_id, alias in session.execute(_MODEL_ALIASES, {"model_id": model_id}):
+        for version_id, alias in db.execute(_MODEL_ALIASES, {"model_id": model_id}):
             if version_id in by_id:
                 by_id[version_id]["aliases"].append(alias)
         for row in rows:
-            row["aliases"].sort()  # in Python, like ModelVersion.aliases (not the database's collation)
+            if row["aliases"]:
+                row["aliases"].sort()  # in Python, like ModelVersion.aliases (not the database's collation)
     return rows, total
 
 
 def list_version_metric_dicts(session: Session, *, model_name: str, version: int) -> list[dict]:
     """The metrics logged on `model_name` version `version` (not on its artifact), as plain dicts in
     insertion order: one statement; NotFound as `get_version` when the model or version does not exist."""
-    result = session.execute(_VERSION_METRICS, {"name": model_name, "version": version})
-    rows = [dict(zip(_METRIC_KEYS, r, strict=True)) for r in result.all()]
+    rows = version_metric_rows(session, model_name=model_name, version=version)
     if not rows:
         get_version_id(session, model_name=model_name, version=version)  # a version without metrics: []
     return rows
+
+
+def version_metric_rows(db: Session | Connection, *, model_name: str, version: int,
+                        stored_times: bool = False) -> list[dict]:
+    """`list_version_metric_dicts` with one prebuilt Core statement (`db` may be a bare Connection), and []
+    alike for a version without metrics and one that does not exist; `stored_times` as in `version_page`."""
+    result = db.execute(_VERSION_METRICS[stored_times], {"name": model_name, "version": version})
+    return [dict(zip(_METRIC_KEYS, r, strict=True)) for r in result.all()]
 
 
 def get_version_id(session: Session, *, model_name: str, version: int) -> int:

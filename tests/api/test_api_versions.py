@@ -106,7 +106,7 @@ def test_compare_on_latency_keeps_one_host_context(client, admin, seed, api_db):
 def test_version_list_fast_json_matches_the_schema(client, admin, seed, api_db):
     """The version list skips pydantic for speed: its bytes must still validate as VersionsPublic and
     equal what FastAPI's own serialisation of the same rows gives (field order, `Z` datetimes, nulls)."""
-    from api.schemas import VersionsPublic
+    from api.schemas import VersionPublic, VersionsPublic
     from registry import repository as repo
     from registry.session import make_engine, session_scope
 
@@ -121,4 +121,5 @@ def test_version_list_fast_json_matches_the_schema(client, admin, seed, api_db):
         engine.dispose()
     assert r.content == VersionsPublic.model_validate({"data": rows, "count": total}).model_dump_json().encode()
     assert [v.version for v in parsed.data] == [2, 1] and parsed.count == 3
+    assert tuple(VersionPublic.model_fields) == repo.VERSION_PAGE_KEYS == tuple(rows[0])  # written in this order
     assert parsed.data[0].created_at.tzinfo is not None and b'Z"' in r.content

