@@ -50,13 +50,14 @@ _HEADERS = [(b"content-type", b"application/json")]
 
 @dataclass(frozen=True)
 class FastRead:
-    """One route's fast path: its path pattern (named groups are int or str arguments), its query parameters
-    with their (default, lowest, highest), and `read(conn, **arguments)` -> the response content, or None to
-    fall through to the route."""
+    """One route's fast path: its path pattern (named groups are its arguments: strings, or ints in 1..2**31-1
+    for the groups named in `ints`), its query parameters with their (default, lowest, highest), and
+    `read(conn, **arguments)` -> the response content, or None to fall through to the route."""
 
     path: re.Pattern
     query: dict[str, tuple[int, int, int]]
     read: Callable[..., Any]
+    ints: frozenset[str] = frozenset()
 
 
 def _version_list(conn: Connection, *, name: str, limit: int, offset: int) -> dict | None:
@@ -73,7 +74,7 @@ FAST_READS = (
     FastRead(re.compile(rf"/models/(?P<name>{_NAME})/versions"),
              {"limit": (100, 1, MAX_PAGE), "offset": (0, 0, _INT32)}, _version_list),
     FastRead(re.compile(rf"/models/(?P<name>{_NAME})/versions/(?P<version>[1-9][0-9]{{0,9}})/metrics"), {},
-             _version_metrics),
+             _version_metrics, ints=frozenset({"version"})),
 )
 
 
@@ -140,9 +141,11 @@ class FastReads:
         token = _bearer(scope["headers"])
         if query is None or token is False:
             return None
-        arguments = {k: int(v) if k == "version" else v for k, v in match.groupdict().items()} | query
-        if arguments.get("version", 1) > _INT32:
-            return None
+        arguments = match.groupdict() | query
+        for key in fast.ints:
+            arguments[key] = int(arguments[key])
+            if arguments[key] > _INT32:
+                return None
 
         def read() -> Any:
             with read_scope(state.engine) as conn:
