@@ -11,15 +11,20 @@ is ordinary:
   - the schema already known to be current;
   - a bearer token that grants `read` and needs no last-used stamp, or no token on open reads;
   - a model (and version) that exists, with at least one metric for the metrics route.
-It then does the work in one worker-thread hop under the app's `db_slots`, in one read-only transaction on a
-Core connection (`registry.session.read_scope`), and writes the JSON with orjson: the same bytes and headers
-the FastAPI route sends (tests/api/test_fastpath.py compares them byte for byte).
+It then does the work under the app's `db_slots`, in one read-only transaction on a Core connection
+(`registry.session.read_scope`), and writes the JSON with orjson: the same bytes and headers the FastAPI
+route sends (tests/api/test_fastpath.py compares them byte for byte). On SQLite the read runs on the event
+loop itself (`ApiSettings.inline_reads`): SQLite serialises this process's database work anyway
+(`db_concurrency` 1), WAL readers never wait for a writer, and the hop to a worker thread and back was
+~40% of the CPU of a fast read (bench/results/api_cpu_ab.md). On PostgreSQL, where a read waits on the
+network, it takes the worker-thread hop.
 
 Anything else falls through, untouched, to the FastAPI route: every error, every redirect, HEAD, odd
 query strings, a token that is unknown or due a stamp (the route writes `last_used_at`, at most once a
 minute per token). So the routes stay the documented operations and the one place where errors are made;
 this module only has a faster way to the same 200. A fall-through after the hop repeats the read, which
-costs only the rare requests above. `SHRINKWRAP_API_FAST_READS=false` turns the fast path off.
+costs only the rare requests above. `SHRINKWRAP_API_FAST_READS=false` turns the fast path off,
+`SHRINKWRAP_API_INLINE_READS` overrides where its reads run.
 """
 
 from __future__ import annotations
@@ -159,5 +164,5 @@ class FastReads:
                 return fast.read(conn, **arguments)
 
         async with state.db_slots:
-            content = await run_in_threadpool(read)
+            content = read() if state.settings.inline_reads else await run_in_threadpool(read)
         return None if content is None else orjson.dumps(content, option=_JSON_OPTIONS)

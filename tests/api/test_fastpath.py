@@ -133,3 +133,25 @@ def test_head_and_trailing_slash_are_left_to_the_route(pair, seed, reader):
         want = plain.request(method, path, headers=reader, follow_redirects=False)
         assert got.status_code == want.status_code and got.content == want.content
     assert served(fast) == 0
+
+
+def test_fast_reads_run_inline_only_on_sqlite(monkeypatch, tmp_path):
+    from api.settings import ApiSettings
+
+    sqlite = f"sqlite:///{tmp_path / 'r.db'}"
+    postgres = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
+    assert ApiSettings(database_url=sqlite).inline_reads is True
+    assert ApiSettings(database_url=postgres).inline_reads is False
+    monkeypatch.setenv("SHRINKWRAP_API_INLINE_READS", "false")
+    monkeypatch.setenv("SHRINKWRAP_API_FAST_READS", "false")
+    settings = ApiSettings.from_env(database_url=sqlite)
+    assert settings.inline_reads is False and settings.fast_reads is False
+
+
+def test_both_ways_of_running_the_read_send_the_same_bytes(make_client, seed, reader):
+    """Inline (the SQLite default) and through a worker thread (the PostgreSQL default), on this backend."""
+    clients = [make_client(inline_reads=True), make_client(inline_reads=False)]
+    path = f"/models/{seed.model}/versions"
+    clients[0].get(f"/models/{seed.model}", headers=reader)  # stamp the token
+    bodies = [c.get(path, headers=reader).content for c in clients]
+    assert bodies[0] == bodies[1] and [served(c) for c in clients] == [1, 1]
