@@ -43,6 +43,7 @@ def main() -> int:
     ap.add_argument("--seconds", type=float, default=6.0)
     ap.add_argument("--rate", type=float, default=200.0)
     ap.add_argument("--versions", type=int, default=10_000)
+    ap.add_argument("--db-url", default=None, help="an EMPTY database (default: a temporary SQLite file)")
     ap.add_argument("--out", default=str(ROOT / "bench" / "results" / "api_cpu_ab.md"))
     args = ap.parse_args()
     ref = subprocess.run(["git", "rev-parse", "--short", args.ref], cwd=ROOT, capture_output=True, text=True,
@@ -65,7 +66,7 @@ def main() -> int:
         procs = {}
         try:
             arms[f"A {ref}"] = worktree
-            url = f"sqlite:///{Path(tmp) / 'registry.db'}"
+            url = args.db_url or f"sqlite:///{Path(tmp) / 'registry.db'}"
             init_db(url)
             token = api_load.seed(url, Path(tmp) / "artifacts", args.versions)
             ports = {arm: api_load.free_port() for arm in arms}
@@ -93,7 +94,7 @@ def main() -> int:
     a, b = arms
     lines = ["# Admin API server CPU per request, before (A) and after (B), side by side (bench/api_cpu_ab.py)", "",
              f"`bench/api_cpu_ab.py {' '.join(sys.argv[1:])}` on {time.strftime('%Y-%m-%d %H:%M')}, "
-             f"{os.cpu_count()} CPUs ({platform.machine()}), Python {platform.python_version()}; SQLite registry "
+             f"{os.cpu_count()} CPUs ({platform.machine()}), Python {platform.python_version()}; {url.split(':', 1)[0]} registry "
              f"with {args.versions} versions x 5 metrics; one uvicorn worker per arm; read token; open loop at "
              f"{args.rate:g} req/s, {args.seconds:g} s blocks after 1 s of warm-up, {args.rounds} rounds with the "
              f"arms alternating (A B, B A, ...); the load generator shares the cores. Load average "
