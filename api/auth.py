@@ -16,7 +16,7 @@ from __future__ import annotations
 from fastapi.security import HTTPBearer
 
 from api.errors import ApiError
-from registry.repository.tokens import TokenGrant
+from registry.repository.tokens import TokenGrant, lookup_token
 
 MAX_TOKEN_CHARS = 256  # real tokens are ~46 chars; anything longer is not worth hashing
 _CHALLENGE = {"WWW-Authenticate": "Bearer"}
@@ -30,6 +30,14 @@ def _unauthorized(message: str) -> ApiError:
 
 def has_scope(grant: TokenGrant, scope: str) -> bool:
     return scope in grant.scopes or "admin" in grant.scopes
+
+
+def check_token(db, *, token: str | None, scope: str, open_reads: bool) -> TokenGrant | None:
+    """Look `token` (None: none sent, "": unusable) up through `db` (a Session or Connection) and raise the
+    401/403 `ApiError` unless it allows `scope`; returns the grant (None: no token, on open reads)."""
+    grant = lookup_token(db, token=token) if token else None
+    authorize(grant, token_sent=token is not None, scope=scope, open_reads=open_reads)
+    return grant
 
 
 def authorize(grant: TokenGrant | None, *, token_sent: bool, scope: str, open_reads: bool) -> None:

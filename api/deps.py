@@ -34,9 +34,9 @@ from sqlalchemy import Engine
 from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
-from api.auth import MAX_TOKEN_CHARS, authorize, bearer
+from api.auth import MAX_TOKEN_CHARS, bearer, check_token
 from api.settings import ApiSettings
-from registry.repository.tokens import last_used_due, lookup_token, stamp_token_used
+from registry.repository.tokens import last_used_due, stamp_token_used
 from registry.session import check_schema, session_scope
 from registry.store import ArtifactStore
 
@@ -97,9 +97,8 @@ class Db:
         its `last_used_at` when due (at most once a minute per token: a read-heavy client must not turn
         every GET into a write, on SQLite the one writer lock): into `session` if `stamp_in_session` (a
         write transaction), else in a short write transaction of its own."""
-        grant = lookup_token(session, token=self.token) if self.token else None
-        authorize(grant, token_sent=self.token is not None, scope="read" if self.readonly else "admin",
-                  open_reads=self.open_reads)
+        grant = check_token(session, token=self.token, scope="read" if self.readonly else "admin",
+                            open_reads=self.open_reads)
         if grant is not None and last_used_due(grant):
             if stamp_in_session:
                 stamp_token_used(session, token_id=grant.id)

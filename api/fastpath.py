@@ -39,11 +39,11 @@ from sqlalchemy import Connection
 from starlette.concurrency import run_in_threadpool
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from api.auth import MAX_TOKEN_CHARS, authorize
+from api.auth import MAX_TOKEN_CHARS, check_token
 from api.deps import MAX_PAGE
 from api.errors import ApiError
 from api.schemas import NAME_PATTERN
-from registry.repository.tokens import last_used_due, lookup_token
+from registry.repository.tokens import last_used_due
 from registry.repository.versions import version_metric_rows, version_page
 from registry.session import read_scope
 
@@ -154,9 +154,8 @@ class FastReads:
 
         def read() -> Any:
             with read_scope(state.engine) as conn:
-                grant = lookup_token(conn, token=token) if token else None
                 try:
-                    authorize(grant, token_sent=token is not None, scope="read", open_reads=state.settings.open_reads)
+                    grant = check_token(conn, token=token, scope="read", open_reads=state.settings.open_reads)
                 except ApiError:
                     return None
                 if grant is not None and last_used_due(grant):

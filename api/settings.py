@@ -74,11 +74,11 @@ class ApiSettings:
     inline_reads: bool | None = None
 
     def __post_init__(self):
+        sqlite = self.database_url.startswith("sqlite")
         if self.db_concurrency is None:
-            sqlite = self.database_url.startswith("sqlite")
             object.__setattr__(self, "db_concurrency", 1 if sqlite else 10)
         if self.inline_reads is None:
-            object.__setattr__(self, "inline_reads", self.database_url.startswith("sqlite"))
+            object.__setattr__(self, "inline_reads", sqlite)
         if not 1 <= self.db_concurrency <= 15:
             raise ValueError(f"db_concurrency must be in 1..15 (the database pool holds 15), got "
                              f"{self.db_concurrency}; fix SHRINKWRAP_API_DB_CONCURRENCY")

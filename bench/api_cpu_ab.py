@@ -19,7 +19,6 @@ import argparse
 import asyncio
 import os
 import platform
-import random
 import statistics
 import subprocess
 import sys
@@ -52,20 +51,14 @@ def main() -> int:
                           check=True).stdout.strip()
     dirty = bool(subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=ROOT,
                                 capture_output=True, text=True).stdout.strip())
-    arms = {f"A {ref}": None, f"B {head}{' + uncommitted changes' if dirty else ''}": ROOT}
-    scenarios = {"version page (first, limit=100)": lambda i: f"/models/{api_load.MODEL}/versions?limit=100",
-                 "version page (random offset, limit=100)":
-                     lambda i: f"/models/{api_load.MODEL}/versions?limit=100&offset={rng.randrange(0, args.versions - 100)}",
-                 "metrics of a random version":
-                     lambda i: f"/models/{api_load.MODEL}/versions/{rng.randrange(1, args.versions + 1)}/metrics"}
-    rng = random.Random(1)
+    scenarios = api_load.make_scenarios(args.versions)
     load_start = os.getloadavg()
     with tempfile.TemporaryDirectory(prefix="sw-api-ab-") as tmp:
         worktree = Path(tmp) / "ref"
+        arms = {f"A {ref}": worktree, f"B {head}{' + uncommitted changes' if dirty else ''}": ROOT}
         subprocess.run(["git", "worktree", "add", "--detach", "-q", str(worktree), args.ref], cwd=ROOT, check=True)
         procs = {}
         try:
-            arms[f"A {ref}"] = worktree
             url = args.db_url or f"sqlite:///{Path(tmp) / 'registry.db'}"
             init_db(url)
             token = api_load.seed(url, Path(tmp) / "artifacts", args.versions)

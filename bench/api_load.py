@@ -187,6 +187,19 @@ async def _open_loop(client: aiohttp.ClientSession, paths, *, rate: float, n: in
     return latencies, lags, errors
 
 
+def make_scenarios(versions: int, seed: int = 1) -> dict:
+    """{name: paths(i) -> the i-th request's path}: the first version page, a random page, a random version's
+    metrics, over `versions` versions (random choices seeded)."""
+    rng = random.Random(seed)
+    return {
+        "GET /models/{m}/versions (first page, limit=100)": lambda i: f"/models/{MODEL}/versions?limit=100",
+        "GET /models/{m}/versions (random page, limit=100)":
+            lambda i: f"/models/{MODEL}/versions?limit=100&offset={rng.randrange(0, max(1, versions - 100))}",
+        "GET /models/{m}/versions/{v}/metrics (random v)":
+            lambda i: f"/models/{MODEL}/versions/{rng.randrange(1, versions + 1)}/metrics",
+    }
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--db-url", default=None, help="an EMPTY database (default: a temporary SQLite file)")
@@ -206,15 +219,7 @@ def main() -> int:
         token = seed(url, Path(tmp) / "artifacts", args.versions)
         print(f"seeded {args.versions} versions and {args.versions * METRICS_PER_VERSION} metrics "
               f"in {time.perf_counter() - t:.1f} s", file=sys.stderr)
-        rng = random.Random(1)
-        v = args.versions
-        scenarios = {
-            "GET /models/{m}/versions (first page, limit=100)": lambda i: f"/models/{MODEL}/versions?limit=100",
-            "GET /models/{m}/versions (random page, limit=100)":
-                lambda i: f"/models/{MODEL}/versions?limit=100&offset={rng.randrange(0, max(1, v - 100))}",
-            "GET /models/{m}/versions/{v}/metrics (random v)":
-                lambda i: f"/models/{MODEL}/versions/{rng.randrange(1, v + 1)}/metrics",
-        }
+        scenarios = make_scenarios(args.versions)
         results = {}
         for workers in args.workers:
             port = free_port()

@@ -94,30 +94,26 @@ _MODEL_AND_NEWEST = select(_models.c.id, _models.c.name,
                            .scalar_subquery()).where(_models.c.name == bindparam("name"))
 
 
-def _version_columns(stored_times: bool) -> tuple:
+
+
+def _columns(table, keys: tuple[str, ...], stored_times: bool) -> tuple:
     # `stored_times`: created_at read with the plain DateTime type, skipping UTCDateTime's per-row tagging
     # (about a quarter of a page's row handling): naive UTC on SQLite, as the driver gives it elsewhere
-    return tuple(type_coerce(_versions.c[key], DateTime()) if stored_times and key == "created_at" else _versions.c[key]
-                 for key in _VERSION_KEYS)
+    return tuple(type_coerce(table.c[key], DateTime()) if stored_times and key == "created_at" else table.c[key]
+                 for key in keys)
 
 
-def _version_range(stored_times: bool):
-    return (select(*_version_columns(stored_times))
-            .where(_versions.c.model_id == bindparam("model_id"), _versions.c.version <= bindparam("top"))
-            .order_by(_versions.c.version.desc()).limit(bindparam("limit")))
-
-
-def _version_offset_page(stored_times: bool):
-    return (select(*_version_columns(stored_times)).where(_versions.c.model_id == bindparam("model_id"))
-            .order_by(_versions.c.version.desc()).limit(bindparam("limit")).offset(bindparam("offset")))
-
-
-_VERSION_RANGE = {flag: _version_range(flag) for flag in (False, True)}
-_VERSION_PAGE = {flag: _version_offset_page(flag) for flag in (False, True)}
+# each hot statement twice, keyed by `stored_times`
+_VERSION_RANGE = {flag: select(*_columns(_versions, _VERSION_KEYS, flag))
+                  .where(_versions.c.model_id == bindparam("model_id"), _versions.c.version <= bindparam("top"))
+                  .order_by(_versions.c.version.desc()).limit(bindparam("limit")) for flag in (False, True)}
+_VERSION_PAGE = {flag: select(*_columns(_versions, _VERSION_KEYS, flag))
+                 .where(_versions.c.model_id == bindparam("model_id"))
+                 .order_by(_versions.c.version.desc()).limit(bindparam("limit")).offset(bindparam("offset"))
+                 for flag in (False, True)}
 _VERSION_COUNT = select(func.count()).where(_versions.c.model_id == bindparam("model_id"))
 _MODEL_ALIASES = select(_aliases.c.version_id, _aliases.c.alias).where(_aliases.c.model_id == bindparam("model_id"))
-_VERSION_METRICS = {flag: select(*(type_coerce(_metrics.c[key], DateTime()) if flag and key == "created_at"
-                                    else _metrics.c[key] for key in _METRIC_KEYS))
+_VERSION_METRICS = {flag: select(*_columns(_metrics, _METRIC_KEYS, flag))
                     .join(_versions, _versions.c.id == _metrics.c.version_id)
                     .join(_models, _models.c.id == _versions.c.model_id)
                     .where(_models.c.name == bindparam("name"), _versions.c.version == bindparam("version"))
